@@ -1,0 +1,1 @@
+"""Drive a local Apache Airflow as subprocesses (no Django, no Airflow imports)."""

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from . import models
+
+
+class MembershipInline(admin.TabularInline):
+    model = models.Membership
+    extra = 1
+
+
+@admin.register(models.Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "domain"]
+    inlines = [MembershipInline]
+
+
+class SourceColumnInline(admin.TabularInline):
+    model = models.SourceColumn
+    extra = 0
+
+
+@admin.register(models.SourceTable)
+class SourceTableAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "database", "introspected_at"]
+    list_filter = ["database"]
+    inlines = [SourceColumnInline]
+
+
+@admin.register(models.SourceDatabase)
+class SourceDatabaseAdmin(admin.ModelAdmin):
+    list_display = ["name", "dialect", "conn_id"]
+
+
+@admin.register(models.Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = [
+        "slug",
+        "name",
+        "order",
+        "airflow_url",
+        "warehouse_conn_id",
+        "requires_approval",
+    ]
+
+
+@admin.register(models.Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    list_display = ["slug", "team", "owner", "target_table", "created_at"]
+    list_filter = ["team"]
+    search_fields = ["slug", "target_table"]
+
+
+@admin.register(models.PipelineVersion)
+class PipelineVersionAdmin(admin.ModelAdmin):
+    list_display = ["pipeline", "number", "created_by", "created_at"]
+    readonly_fields = [f.name for f in models.PipelineVersion._meta.fields]
+
+
+@admin.register(models.Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = ["dag_id", "version", "environment", "state", "requested_at", "registered_at"]
+    list_filter = ["state", "environment"]
+
+
+@admin.register(models.RunRequest)
+class RunRequestAdmin(admin.ModelAdmin):
+    list_display = ["dag_id", "partition", "environment", "state", "run_state", "requested_at"]
+    list_filter = ["state", "environment"]
+
+
+@admin.register(models.ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["user", "name", "prefix", "created_at", "last_used_at"]
+    readonly_fields = ["prefix", "key_sha256"]

@@ -1,0 +1,208 @@
+"""AirflowClient: the only module that speaks HTTP to Airflow (REST API v2, Airflow 3.3).
+
+Reference: https://airflow.apache.org/docs/apache-airflow/stable/stable-rest-api-ref.html
+One requests.Session per client with connect/read timeouts; urllib3 retries connection errors
+and 502/503/504 with exponential backoff (every call here is safe to repeat: triggers carry a
+deterministic dag_run_id, so a repeated POST answers 409, which callers treat as done). A JWT
+from /auth/token is fetched lazily and fetched again once on a 401.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+logger = logging.getLogger(__name__)
+
+
+class AirflowError(Exception):
+    """Airflow answered with an error; `message` is Airflow's own text."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class AirflowUnavailable(AirflowError):
+    """Airflow could not be reached or answered 5xx after retries: transient, retry later."""
+
+
+class AirflowAuthError(AirflowError):
+    """Bad credentials (401) or not allowed (403): permanent until someone fixes the config."""
+
+
+class AirflowNotFound(AirflowError):
+    """404: the DAG, run or file is not known to Airflow."""
+
+
+class AirflowConflict(AirflowError):
+    """409: the thing already exists (a run with this id or logical date)."""
+
+
+@dataclass(frozen=True)
+class ImportError_:
+    filename: str
+    stack_trace: str
+    timestamp: str
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:2000] or response.reason
+    if isinstance(body, dict):
+        detail = body.get("detail", body)
+        if isinstance(detail, list):  # FastAPI validation errors
+            return "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail
+            )
+        return str(detail)
+    return str(body)
+
+
+class AirflowClient:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        read_timeout = timeout if timeout is not None else settings.AIRFLOW_TIMEOUT_SECONDS
+        self.timeout = (min(3.05, read_timeout), read_timeout)
+        total = retries if retries is not None else settings.AIRFLOW_RETRIES
+        retry = Retry(
+            total=total,
+            connect=total,
+            read=0,  # a read timeout may mean the request was applied: do not blindly repeat
+            status=total,
+            backoff_factor=0.5,
+            backoff_max=8,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=None,  # every method: see the module docstring
+            raise_on_status=False,
+        )
+        self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._token: str | None = None
+
+    @classmethod
+    def for_environment(cls, environment: Any) -> AirflowClient:
+        username, password = environment.airflow_credentials()
+        return cls(environment.airflow_url, username, password)
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(
+                method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise AirflowUnavailable(f"Airflow at {self.base_url} is unreachable: {exc}") from exc
+
+    def _authenticate(self) -> str:
+        response = self._send(
+            "POST", "/auth/token", json={"username": self.username, "password": self.password}
+        )
+        if response.status_code in (200, 201):
+            return response.json()["access_token"]
+        self._raise(response)
+        raise AssertionError("unreachable")
+
+    def _raise(self, response: requests.Response) -> None:
+        status, message = response.status_code, _message(response)
+        text = f"Airflow answered {status}: {message}"
+        if status in (401, 403):
+            raise AirflowAuthError(text, status=status)
+        if status == 404:
+            raise AirflowNotFound(text, status=status)
+        if status == 409:
+            raise AirflowConflict(text, status=status)
+        if status >= 500:
+            raise AirflowUnavailable(text, status=status)
+        raise AirflowError(text, status=status)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send an authenticated request to `path` (under the base URL); return the JSON body."""
+        for attempt in (1, 2):
+            if self._token is None:
+                self._token = self._authenticate()
+            headers = {"Authorization": f"Bearer {self._token}"}
+            response = self._send(method, path, headers=headers, **kwargs)
+            if response.status_code == 401 and attempt == 1:
+                self._token = None  # expired or rotated: fetch a new one once
+                continue
+            if response.status_code >= 400:
+                self._raise(response)
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")
+
+    # --- endpoints ------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        response = self._send("GET", "/api/v2/monitor/health")
+        if response.status_code != 200:
+            self._raise(response)
+        return response.json()
+
+    def get_dag(self, dag_id: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", f"/api/v2/dags/{dag_id}")
+        except AirflowNotFound:
+            return None
+
+    def set_paused(self, dag_id: str, *, paused: bool) -> dict[str, Any]:
+        return self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused})
+
+    def reparse_file(self, file_token: str) -> None:
+        self.request("PUT", f"/api/v2/parseDagFile/{file_token}")
+
+    def import_errors(self, *, filename: str | None = None) -> list[ImportError_]:
+        params: dict[str, Any] = {"limit": 100}
+        if filename:
+            params["filename"] = filename
+        body = self.request("GET", "/api/v2/importErrors", params=params)
+        return [
+            ImportError_(
+                filename=item.get("filename", ""),
+                stack_trace=item.get("stack_trace", ""),
+                timestamp=item.get("timestamp", ""),
+            )
+            for item in body.get("import_errors", [])
+        ]
+
+    def trigger_run(
+        self,
+        dag_id: str,
+        *,
+        dag_run_id: str,
+        logical_date: datetime,
+        conf: dict[str, Any],
+        note: str = "",
+    ) -> dict[str, Any]:
+        if logical_date.tzinfo is None:
+            raise ValueError("logical_date must be time-zone aware (Airflow rejects naive ones)")
+        payload = {
+            "dag_run_id": dag_run_id,
+            "logical_date": logical_date.isoformat(),
+            "conf": conf,
+            "note": note or None,
+        }
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=payload)
+
+    def get_run(self, dag_id: str, dag_run_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}")

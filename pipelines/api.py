@@ -1,0 +1,234 @@
+"""JSON API under /api/v1/ (django-ninja, OpenAPI at /api/v1/openapi.json, docs at /api/v1/docs).
+
+The API validates with the same PipelineForm as the web form, so both give the same messages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+
+from . import deploy, runs, services
+from .codegen import CodegenError
+from .forms import PipelineForm, RunNowForm
+from .models import Deployment, Environment, Pipeline, RunRequest
+from .tokens import token_user
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        user = token_user(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+api = NinjaAPI(
+    title="Pipeline Portal API",
+    version="1",
+    urls_namespace="api",
+    auth=BearerToken(),
+    docs_url="/docs",
+)
+
+
+def errors_response(request: HttpRequest, errors: dict[str, list[str]]) -> HttpResponse:
+    return api.create_response(request, {"errors": errors}, status=422)
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    errors: dict[str, list[str]] = {}
+    for item in exc.errors:
+        loc = [str(p) for p in item.get("loc", []) if p not in ("body", "payload", "query")]
+        errors.setdefault(".".join(loc) or "__all__", []).append(item.get("msg", "Invalid."))
+    return errors_response(request, errors)
+
+
+@api.exception_handler(AuthenticationError)
+def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return api.create_response(
+        request, {"detail": "Send a valid token: Authorization: Bearer <token>."}, status=401
+    )
+
+
+class PipelineIn(Schema):
+    """The new-pipeline fields; values are checked by PipelineForm, not here."""
+
+    name: Any = None
+    team: Any = None
+    owner: Any = None
+    source: Any = None
+    target_table: Any = None
+    schedule: Any = None
+    timezone: Any = None
+    primary_key: Any = None
+    partition_column: Any = None
+    partition_grain: Any = "day"
+    sla_minutes: Any = None
+    retries: Any = 3
+    retry_delay_minutes: Any = 5
+    execution_timeout_minutes: Any = 60
+    tags: Any = None
+    runbook_url: Any = ""
+    description: Any = ""
+    allow_empty: Any = False
+
+
+class DeploymentIn(Schema):
+    environment: str
+    version: int
+
+
+class RunIn(Schema):
+    environment: str
+    partition: str
+
+
+def deployment_out(d: Deployment) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "pipeline": d.version.pipeline.slug,
+        "version": d.version.number,
+        "environment": d.environment.slug,
+        "dag_id": d.dag_id,
+        "state": d.state,
+        "error": d.error,
+        "last_attempt_error": d.last_attempt_error,
+        "attempts": d.attempts,
+        "requested_at": d.requested_at,
+        "registered_at": d.registered_at,
+        "deploy_seconds": d.deploy_seconds,
+    }
+
+
+def pipeline_out(p: Pipeline) -> dict[str, Any]:
+    versions = list(p.versions.all())
+    latest = versions[0]
+    return {
+        "slug": p.slug,
+        "version": latest.number,
+        "versions": [v.number for v in versions],
+        "team": p.team.slug,
+        "owner": p.owner.username,
+        "target_table": p.target_table,
+        "spec": latest.spec_json,
+        "deployments": [
+            deployment_out(d)
+            for d in Deployment.objects.filter(version__pipeline=p).select_related(
+                "version__pipeline", "environment"
+            )
+        ],
+    }
+
+
+def run_out(r: RunRequest) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "pipeline": r.pipeline.slug,
+        "environment": r.environment.slug,
+        "partition": r.partition,
+        "dag_id": r.dag_id,
+        "dag_run_id": r.dag_run_id,
+        "state": r.state,
+        "run_state": r.run_state,
+        "error": r.error,
+        "requested_at": r.requested_at,
+    }
+
+
+def editable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
+    pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
+    if not services.can_edit(request.user, pipeline):
+        raise HttpError(403, f"Only members of team {pipeline.team.slug} may change {slug}.")
+    return pipeline
+
+
+@api.post("/pipelines", response={201: dict, 422: dict})
+def pipeline_create(request: HttpRequest, payload: PipelineIn) -> Any:
+    form = PipelineForm(payload.dict(), user=request.user)
+    if not form.is_valid():
+        return 422, {"errors": {f: [str(m) for m in ms] for f, ms in form.errors.items()}}
+    try:
+        pipeline = services.pipeline_create(spec=form.spec, by=request.user)
+    except CodegenError as exc:  # a render that fails the shape check is a bug, said plainly
+        return 422, {"errors": {"__all__": [str(exc)]}}
+    return 201, pipeline_out(pipeline)
+
+
+@api.get("/pipelines/{slug}", response=dict)
+def pipeline_get(request: HttpRequest, slug: str) -> Any:
+    return pipeline_out(
+        get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
+    )
+
+
+@api.get("/pipelines/{slug}/versions/{number}/dag")
+def pipeline_dag(request: HttpRequest, slug: str, number: int, environment: str = "dev") -> Any:
+    pipeline = get_object_or_404(Pipeline, slug=slug)
+    version = get_object_or_404(pipeline.versions, number=number)
+    env = Environment.objects.filter(slug=environment).first()
+    if env is None:
+        return errors_response(request, {"environment": [f"No environment “{environment}”."]})
+    rendered = deploy.render_for(version, env)
+    return HttpResponse(rendered.source, content_type="text/x-python; charset=utf-8")
+
+
+@api.post("/pipelines/{slug}/deployments", response={202: dict, 422: dict})
+def deployment_create(request: HttpRequest, slug: str, payload: DeploymentIn) -> Any:
+    pipeline = editable_pipeline(request, slug)
+    env = Environment.objects.filter(slug=payload.environment).first()
+    version = pipeline.versions.filter(number=payload.version).first()
+    errors = {}
+    if env is None:
+        errors["environment"] = [f"No environment “{payload.environment}”."]
+    if version is None:
+        errors["version"] = [f"{slug} has no version {payload.version}."]
+    if errors:
+        return 422, {"errors": errors}
+    deployment = deploy.deployment_request(version=version, environment=env, by=request.user)
+    return 202, deployment_out(deployment)
+
+
+@api.get("/deployments/{deployment_id}", response=dict)
+def deployment_get(request: HttpRequest, deployment_id: int) -> Any:
+    return deployment_out(
+        get_object_or_404(
+            Deployment.objects.select_related("version__pipeline", "environment"), id=deployment_id
+        )
+    )
+
+
+@api.post("/pipelines/{slug}/runs", response={202: dict, 422: dict})
+def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
+    pipeline = editable_pipeline(request, slug)
+    form = RunNowForm(payload.dict(), pipeline=pipeline)
+    if not form.is_valid():
+        return 422, {"errors": {f: [str(m) for m in ms] for f, ms in form.errors.items()}}
+    try:
+        run = runs.run_request(
+            pipeline=pipeline,
+            environment=form.cleaned_data["environment"],
+            partition=form.cleaned_data["partition"],
+            by=request.user,
+        )
+    except runs.RunError as exc:
+        return 422, {"errors": {exc.field: [exc.message]}}
+    return 202, run_out(run)
+
+
+@api.get("/runs/{run_id}", response=dict)
+def run_get(request: HttpRequest, run_id: int) -> Any:
+    run = get_object_or_404(RunRequest.objects.select_related("pipeline", "environment"), id=run_id)
+    runs.refresh_if_stale(run)
+    return run_out(run)
+
+
+def _isoformat(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,264 @@
+"""Render a PipelineSpec into the source of an Airflow DAG file, and check what was rendered.
+
+The template (templates/partitioned_load.py.tmpl) is static code. Everything a user typed enters
+the file in exactly one place, the `SPEC = {...}` literal, written with `pprint.pformat` (repr):
+no user value is ever spliced into code as text. `check_source` parses every render and compares
+its AST with the template's, so a render that differs in anything but that literal is refused.
+
+The SQL inside SPEC is built here for the environment's dialects, with identifiers quoted by the
+dialect's rules; the generated tasks pass partition bounds as bind parameters and never hand a
+SPEC value to a Jinja-templated field.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import pprint
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from psycopg import sql as pgsql
+
+from ..spec import PipelineSpec
+
+TEMPLATE_PATH = Path(__file__).parent / "templates" / "partitioned_load.py.tmpl"
+SPEC_TOKEN = "__PORTAL_SPEC__"
+# Far enough back that backfills of historical partitions are possible; catchup=False means
+# nothing runs for these dates unless someone asks.
+START_DATE = "2020-01-01"
+MAX_RETRY_DELAY_FACTOR = 12
+MAX_RETRY_DELAY_CAP_S = 6 * 3600
+PLACEHOLDERS = {"postgres": "%s", "sqlite": "?"}
+WAREHOUSE_TYPES = {
+    "postgres": {
+        "integer": "INTEGER",
+        "bigint": "BIGINT",
+        "numeric": "NUMERIC",
+        "float": "DOUBLE PRECISION",
+        "text": "TEXT",
+        "boolean": "BOOLEAN",
+        "date": "DATE",
+        "timestamp": "TIMESTAMP",
+    },
+    # SQLite keeps dates as ISO text; TEXT affinity stops it from turning them into numbers.
+    "sqlite": {
+        "integer": "INTEGER",
+        "bigint": "INTEGER",
+        "numeric": "NUMERIC",
+        "float": "REAL",
+        "text": "TEXT",
+        "boolean": "INTEGER",
+        "date": "TEXT",
+        "timestamp": "TEXT",
+    },
+}
+
+
+class CodegenError(Exception):
+    """A render that does not have the template's shape; never deployed."""
+
+
+class RenderTarget(Protocol):
+    """What codegen needs of an Environment (the model satisfies it)."""
+
+    slug: str
+    warehouse_conn_id: str
+    warehouse_dialect: str
+    target_schema: str
+
+    def dag_id_for(self, pipeline_slug: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class RenderedDag:
+    dag_id: str
+    source: str
+    sha256: str
+
+
+def quote_identifier(name: str, dialect: str) -> str:
+    """Quote one SQL identifier by the dialect's rules."""
+    if dialect == "postgres":
+        return pgsql.Identifier(name).as_string(None)
+    if dialect == "sqlite":
+        # SQLite's rule (sqlite.org/lang_keywords.html): double quotes, an embedded one doubled.
+        return '"' + name.replace('"', '""') + '"'
+    raise CodegenError(f"Unknown SQL dialect {dialect!r}")
+
+
+def qualified(schema: str, name: str, dialect: str) -> str:
+    if schema and dialect != "sqlite":
+        return f"{quote_identifier(schema, dialect)}.{quote_identifier(name, dialect)}"
+    return quote_identifier(name, dialect)
+
+
+def build_sql(spec: PipelineSpec, target: RenderTarget) -> dict[str, str]:
+    """Return the statements the DAG runs, for the source's and the warehouse's dialects."""
+    src_dialect, wh_dialect = spec.source_dialect, target.warehouse_dialect
+    src_ph, wh_ph = PLACEHOLDERS[src_dialect], PLACEHOLDERS[wh_dialect]
+
+    def cols(dialect: str, names: list[str]) -> str:
+        return ", ".join(quote_identifier(n, dialect) for n in names)
+
+    names = [c.name for c in spec.columns]
+    source = qualified(spec.source_schema, spec.source_table, src_dialect)
+    table = qualified(target.target_schema, spec.target_table, wh_dialect)
+    src_pc = quote_identifier(spec.partition_column, src_dialect)
+    wh_pc = quote_identifier(spec.partition_column, wh_dialect)
+    src_where = f"{src_pc} >= {src_ph} AND {src_pc} < {src_ph}"
+    wh_where = f"{wh_pc} >= {wh_ph} AND {wh_pc} < {wh_ph}"
+    types = WAREHOUSE_TYPES[wh_dialect]
+    key = set(spec.primary_key)
+    column_defs = ", ".join(
+        f"{quote_identifier(c.name, wh_dialect)} {types[c.kind]}"
+        + (" NOT NULL" if c.name in key else "")
+        for c in spec.columns
+    )
+    key_cols = cols(wh_dialect, list(spec.primary_key))
+    create = f"CREATE TABLE IF NOT EXISTS {table} ({column_defs}, PRIMARY KEY ({key_cols}))"
+    if target.target_schema and wh_dialect == "postgres":
+        # One execute() runs both: PostgreSQL drivers accept several statements without params.
+        schema = quote_identifier(target.target_schema, wh_dialect)
+        create = f"CREATE SCHEMA IF NOT EXISTS {schema}; {create}"
+    return {
+        "create_target": create,
+        "select_source": f"SELECT {cols(src_dialect, names)} FROM {source} WHERE {src_where}",
+        "delete_target": f"DELETE FROM {table} WHERE {wh_where}",
+        "insert_target": (
+            f"INSERT INTO {table} ({cols(wh_dialect, names)}) "
+            f"VALUES ({', '.join([wh_ph] * len(names))})"
+        ),
+        "count_target": f"SELECT COUNT(*) FROM {table} WHERE {wh_where}",
+        "duplicate_keys": (
+            f"SELECT COUNT(*) FROM (SELECT {key_cols} FROM {table} WHERE {wh_where} "
+            f"GROUP BY {key_cols} HAVING COUNT(*) > 1) AS d"
+        ),
+    }
+
+
+def build_doc_md(spec: PipelineSpec, portal_url: str) -> str:
+    lines = [
+        f"### {spec.name}",
+        "",
+        spec.description or "_No description._",
+        "",
+        f"* **Owner:** {spec.owner} (team {spec.team})",
+        f"* **Loads:** {spec.source_database}.{spec.source_table} → {spec.target_table}, "
+        f"one {spec.partition_grain} partition of {spec.partition_column} at a time",
+        f"* **Runbook:** {spec.runbook_url or 'none given'}",
+        f"* **SLA:** {spec.sla_minutes} minutes after the scheduled time"
+        if spec.sla_minutes
+        else "* **SLA:** none",
+        "",
+        # Airflow reads a doc_md that ends in ".md" as a template file name: this fixed last
+        # line keeps a user's description from ever being taken for one.
+        f"Generated by Pipeline Portal: {portal_url}",
+    ]
+    return "\n".join(lines)
+
+
+def build_spec_literal(
+    spec: PipelineSpec, target: RenderTarget, *, version: int, portal_url: str
+) -> dict[str, Any]:
+    """Return the dict that becomes the DAG file's SPEC literal."""
+    tags = ["self-serve", f"team:{spec.team}", f"domain:{spec.team_domain}", f"env:{target.slug}"]
+    tags += [t for t in spec.tags if t not in tags]
+    retry_delay_s = spec.retry_delay_minutes * 60
+    return {
+        "dag_id": target.dag_id_for(spec.name),
+        "description": spec.description,
+        "doc_md": build_doc_md(spec, portal_url),
+        "owner": spec.owner,
+        "tags": tags,
+        "schedule": spec.schedule,
+        "timezone": spec.timezone,
+        "start_date": START_DATE,
+        "retries": spec.retries,
+        "retry_delay_s": retry_delay_s,
+        "max_retry_delay_s": min(retry_delay_s * MAX_RETRY_DELAY_FACTOR, MAX_RETRY_DELAY_CAP_S),
+        "execution_timeout_s": spec.execution_timeout_minutes * 60,
+        "max_active_runs": 1,
+        "partition_grain": spec.partition_grain,
+        "partition_type": "timestamp" if spec.partition_kind == "timestamp" else "date",
+        "allow_empty": spec.allow_empty,
+        "source_conn_id": spec.source_conn_id,
+        "target_conn_id": target.warehouse_conn_id,
+        "sql": build_sql(spec, target),
+        "portal": {
+            "pipeline": spec.name,
+            "version": version,
+            "environment": target.slug,
+            "url": portal_url,
+        },
+    }
+
+
+@functools.cache
+def _template() -> str:
+    text = TEMPLATE_PATH.read_text()
+    if text.count(SPEC_TOKEN) != 1:
+        raise CodegenError(f"The template must contain {SPEC_TOKEN} exactly once.")
+    return text
+
+
+@functools.cache
+def _skeleton() -> str:
+    """The template's AST with the SPEC value blanked: what every render must match."""
+    return ast.dump(ast.parse(_template().replace(SPEC_TOKEN, "None")))
+
+
+def render_dag(
+    spec: PipelineSpec, target: RenderTarget, *, version: int, portal_url: str
+) -> RenderedDag:
+    """Render and check the DAG file for `spec` in `target`; raise CodegenError if off-shape."""
+    literal = build_spec_literal(spec, target, version=version, portal_url=portal_url)
+    source = _template().replace(SPEC_TOKEN, pprint.pformat(literal, sort_dicts=False, width=100))
+    check_source(source)
+    return RenderedDag(
+        dag_id=literal["dag_id"],
+        source=source,
+        sha256=hashlib.sha256(source.encode()).hexdigest(),
+    )
+
+
+_LITERAL_NODES = (ast.Dict, ast.List, ast.Tuple, ast.Constant, ast.Load)
+
+
+def spec_node(tree: ast.Module) -> ast.Assign:
+    """Return the module's single top-level `SPEC = ...` assignment."""
+    found = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id == "SPEC"
+    ]
+    if len(found) != 1:
+        raise CodegenError("The DAG file must assign SPEC exactly once at top level.")
+    return found[0]
+
+
+def check_source(source: str) -> dict[str, Any]:
+    """Check a rendered DAG file against the template's shape; return the SPEC value.
+
+    Raises CodegenError when the file does not parse, when SPEC holds anything but plain data
+    (dicts, lists, strings, numbers, booleans, None), or when any other part of the module differs
+    from the template.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise CodegenError(f"The rendered DAG does not parse: {exc}") from None
+    assign = spec_node(tree)
+    for node in ast.walk(assign.value):
+        if not isinstance(node, _LITERAL_NODES):
+            raise CodegenError(f"SPEC may hold only data, found {type(node).__name__}.")
+    value = ast.literal_eval(assign.value)
+    assign.value = ast.Constant(None)
+    if ast.dump(tree) != _skeleton():
+        raise CodegenError("The rendered DAG differs from the template outside SPEC.")
+    return value

@@ -1,0 +1,380 @@
+"""The guarded forms. PipelineForm is the single validation for the web form and the JSON API."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.core.validators import URLValidator
+from django.urls import reverse
+from django.utils import timezone
+
+from . import schedule
+from .models import Environment, Membership, Pipeline, SourceColumn, SourceTable, Team
+from .spec import Column, PipelineSpec
+
+User = get_user_model()
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")
+IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+TAG_RE = re.compile(r"^[a-z0-9][a-z0-9:_.-]{0,49}$")
+MAX_TAGS = 10
+# Words that PostgreSQL or SQLite reserve: a table named like one would need quoting everywhere
+# a person writes SQL by hand, so the portal refuses it even though its own SQL quotes it.
+RESERVED_WORDS = frozenset(
+    """all analyse analyze and any array as asc asymmetric both case cast check collate column
+    constraint create current_catalog current_date current_role current_time
+    current_timestamp current_user default deferrable desc distinct do else end except false
+    fetch for foreign from grant group having in initially intersect into lateral leading
+    limit localtime localtimestamp not null offset on only or order placing primary
+    references returning select session_user some symmetric table then to trailing true
+    union unique user using variadic when where window with abort action add after attach
+    autoincrement before begin between by cascade commit conflict cross database delete
+    detach drop each escape exclusive exists explain fail filter full glob if ignore
+    immediate index indexed inner insert instead is isnull join key left like match natural
+    no notnull of outer plan pragma query raise recursive regexp reindex release rename
+    replace restrict right rollback row rows savepoint set temp temporary transaction
+    trigger update vacuum values view virtual without""".split()  # noqa: SIM905
+)
+BOUNDS = {
+    "retries": (0, 10),
+    "retry_delay_minutes": (1, 120),
+    "execution_timeout_minutes": (1, 24 * 60),
+    "sla_minutes": (1, 7 * 24 * 60),
+}
+DEFAULTS = {"retries": 3, "retry_delay_minutes": 5, "execution_timeout_minutes": 60}
+
+
+class ListField(forms.CharField):
+    """A list given as JSON array (API) or comma-separated text (HTML form)."""
+
+    def to_python(self, value: Any) -> list[str]:
+        if value in self.empty_values:
+            return []
+        if isinstance(value, list | tuple):
+            if not all(isinstance(item, str) for item in value):
+                raise forms.ValidationError("Give a list of names (strings).", code="invalid")
+            items = value
+        elif isinstance(value, str):
+            items = value.split(",")
+        else:
+            raise forms.ValidationError("Give a list of names.", code="invalid")
+        return [item.strip() for item in items if item.strip()]
+
+    def prepare_value(self, value: Any) -> Any:
+        return ", ".join(value) if isinstance(value, list | tuple) else value
+
+    def validate(self, value: list[str]) -> None:
+        if self.required and not value:
+            raise forms.ValidationError(self.error_messages["required"], code="required")
+
+
+def bounded_int(name: str, *, required: bool = True) -> forms.IntegerField:
+    low, high = BOUNDS[name]
+    return forms.IntegerField(
+        required=required,
+        min_value=low,
+        max_value=high,
+        initial=DEFAULTS.get(name),
+        error_messages={
+            "min_value": f"Must be between {low} and {high}.",
+            "max_value": f"Must be between {low} and {high}.",
+        },
+    )
+
+
+def source_key(table: SourceTable) -> str:
+    return f"{table.database.name}.{table.qualified_name}"
+
+
+def source_tables() -> list[SourceTable]:
+    return list(SourceTable.objects.select_related("database").order_by("database__name", "name"))
+
+
+class PipelineForm(forms.Form):
+    """Validate a new pipeline. After is_valid(), `self.spec` is the frozen PipelineSpec."""
+
+    name = forms.CharField(
+        max_length=63,
+        help_text="Lower-case letters, digits and hyphens; becomes the DAG id.",
+    )
+    team = forms.ChoiceField()
+    owner = forms.CharField(max_length=150, help_text="Username of the person on the hook.")
+    source = forms.ChoiceField(help_text="Table from the source catalog.")
+    target_table = forms.CharField(max_length=63, help_text="Table in the warehouse.")
+    schedule = forms.CharField(max_length=100, initial="0 2 * * *")
+    timezone = forms.CharField(max_length=64, initial="UTC")
+    primary_key = ListField(help_text="One or more source columns, comma-separated.")
+    partition_column = forms.CharField(max_length=63)
+    partition_grain = forms.ChoiceField(choices=[("day", "Day"), ("hour", "Hour")], initial="day")
+    sla_minutes = bounded_int("sla_minutes", required=False)
+    retries = bounded_int("retries")
+    retry_delay_minutes = bounded_int("retry_delay_minutes")
+    execution_timeout_minutes = bounded_int("execution_timeout_minutes")
+    tags = ListField(required=False, help_text="Comma-separated, e.g. finance, daily-close.")
+    runbook_url = forms.CharField(max_length=500, required=False)
+    description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea)
+    allow_empty = forms.BooleanField(
+        required=False, help_text="A partition with no rows is a success, not a failure."
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.spec: PipelineSpec | None = None
+        self._tables = {source_key(t): t for t in source_tables()}
+        self.fields["source"].choices = [("", "Choose a source table")] + [
+            (key, key) for key in self._tables
+        ]
+        self._add_htmx_attrs()
+        teams = Team.objects.filter(memberships__user=user).order_by("name")
+        self.fields["team"].choices = [(t.slug, t.name) for t in teams]
+        # An API caller may name a source by table name alone when it is unique.
+        by_name: dict[str, list[str]] = {}
+        for key, table in self._tables.items():
+            by_name.setdefault(table.name, []).append(key)
+        self._unique_names = {name: keys[0] for name, keys in by_name.items() if len(keys) == 1}
+        if self.is_bound and hasattr(self.data, "copy"):
+            raw = self.data.get(self.add_prefix("source"))
+            if isinstance(raw, str) and raw in self._unique_names:
+                self.data = self.data.copy()
+                self.data[self.add_prefix("source")] = self._unique_names[raw]
+
+    def _add_htmx_attrs(self) -> None:
+        """Live help while typing: the schedule explained, the source's columns suggested."""
+        explain = {
+            "hx-get": reverse("pipelines:schedule-explain"),
+            "hx-trigger": "input changed delay:250ms, change",
+            "hx-include": "[name=schedule],[name=timezone]",
+            "hx-target": "#schedule-explain",
+            "autocomplete": "off",
+        }
+        self.fields["schedule"].widget.attrs.update(explain)
+        self.fields["timezone"].widget.attrs.update(explain, list="tz-names")
+        self.fields["source"].widget.attrs.update(
+            {
+                "hx-get": reverse("pipelines:source-columns"),
+                "hx-trigger": "change",
+                "hx-target": "#source-columns",
+            }
+        )
+        self.fields["primary_key"].widget.attrs.update(list="column-names", autocomplete="off")
+        self.fields["partition_column"].widget.attrs.update(
+            list="temporal-columns", autocomplete="off"
+        )
+        self.fields["description"].widget.attrs.update(rows=3)
+
+    # --- single fields --------------------------------------------------------------------------
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not NAME_RE.match(name):
+            raise forms.ValidationError(
+                "Use 3–63 lower-case letters, digits and hyphens, starting with a letter "
+                "and not ending with a hyphen (it becomes the Airflow DAG id)."
+            )
+        if Pipeline.objects.filter(slug=name).exists():
+            raise forms.ValidationError(f"A pipeline named “{name}” already exists.")
+        return name
+
+    def clean_target_table(self) -> str:
+        table = self.cleaned_data["target_table"].strip()
+        if not IDENTIFIER_RE.match(table):
+            raise forms.ValidationError(
+                "Use a plain SQL identifier: lower-case letters, digits and underscores, "
+                "not starting with a digit, at most 63 characters."
+            )
+        if table in RESERVED_WORDS:
+            raise forms.ValidationError(f"“{table}” is a reserved SQL word; choose another name.")
+        taken_by = Pipeline.objects.filter(target_table=table).values_list("slug", flat=True)
+        if taken_by:
+            raise forms.ValidationError(
+                f"Pipeline “{taken_by[0]}” already writes to table “{table}”: two pipelines "
+                "writing one table would overwrite each other's partitions."
+            )
+        return table
+
+    def clean_schedule(self) -> str:
+        try:
+            return schedule.validate_cron(self.cleaned_data["schedule"])
+        except schedule.ScheduleError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_timezone(self) -> str:
+        name = self.cleaned_data["timezone"].strip()
+        try:
+            schedule.validate_timezone(name)
+        except schedule.ScheduleError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return name
+
+    def clean_tags(self) -> list[str]:
+        tags = self.cleaned_data["tags"]
+        if len(tags) > MAX_TAGS:
+            raise forms.ValidationError(f"At most {MAX_TAGS} tags.")
+        bad = [t for t in tags if not TAG_RE.match(t)]
+        if bad:
+            raise forms.ValidationError(
+                f"Tag “{bad[0]}” is not allowed: use up to 50 lower-case letters, digits and "
+                ": _ . - (starting with a letter or digit)."
+            )
+        return list(dict.fromkeys(tags))
+
+    def clean_runbook_url(self) -> str:
+        url = self.cleaned_data["runbook_url"].strip()
+        if url:
+            try:
+                URLValidator(schemes=["http", "https"])(url)
+            except forms.ValidationError:
+                raise forms.ValidationError(
+                    "The runbook must be an http:// or https:// link."
+                ) from None
+        return url
+
+    # --- fields that depend on each other -------------------------------------------------------
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        team = self._clean_team(data)
+        if team is not None:
+            self._clean_owner(data, team)
+        table = self._tables.get(data.get("source", ""))
+        columns = {c.name: c for c in table.columns.all()} if table else {}
+        if table is not None and not columns:
+            self.add_error("source", "This table has no columns in the catalog; re-introspect it.")
+        if columns:
+            self._clean_columns(data, columns)
+        if not self.errors:
+            self.spec = self._build_spec(data, team, table)
+        return data
+
+    def _clean_team(self, data: dict[str, Any]) -> Team | None:
+        slug = data.get("team")
+        if not slug:
+            return None
+        team = Team.objects.filter(slug=slug).first()
+        if team is None:
+            self.add_error("team", f"No team “{slug}”.")
+            return None
+        return team
+
+    def _clean_owner(self, data: dict[str, Any], team: Team) -> None:
+        username = (data.get("owner") or "").strip()
+        if not username:
+            return
+        owner = User.objects.filter(username=username, is_active=True).first()
+        if owner is None:
+            self.add_error("owner", f"No active user “{username}”.")
+        elif not Membership.objects.filter(team=team, user=owner).exists():
+            self.add_error("owner", f"{username} is not a member of team {team.name}.")
+        else:
+            data["owner"] = owner.username
+
+    def _clean_columns(self, data: dict[str, Any], columns: dict[str, SourceColumn]) -> None:
+        known = ", ".join(columns)
+        key = data.get("primary_key") or []
+        missing = [c for c in key if c not in columns]
+        if missing:
+            self.add_error(
+                "primary_key",
+                f"Column “{missing[0]}” is not in the source table (columns: {known}).",
+            )
+        elif len(set(key)) != len(key):
+            self.add_error("primary_key", "A column is listed twice.")
+        partition = (data.get("partition_column") or "").strip()
+        data["partition_column"] = partition
+        grain = data.get("partition_grain")
+        if partition and partition not in columns:
+            self.add_error(
+                "partition_column",
+                f"Column “{partition}” is not in the source table (columns: {known}).",
+            )
+        elif partition and not columns[partition].is_temporal:
+            self.add_error(
+                "partition_column",
+                f"“{partition}” is a {columns[partition].kind} column; the partition column "
+                "must be a date or timestamp.",
+            )
+        elif partition and grain == "hour" and columns[partition].kind == "date":
+            self.add_error(
+                "partition_grain",
+                f"“{partition}” is a date column: it cannot hold hourly partitions.",
+            )
+        cron = data.get("schedule")
+        tz = data.get("timezone")
+        if cron and tz and grain in schedule.GRAINS:
+            gap = schedule.smallest_gap(cron, tz, after=timezone.now())
+            if gap < schedule.GRAINS[grain]:
+                self.add_error(
+                    "schedule",
+                    f"This schedule can fire {describe_gap(gap)} apart but writes one "
+                    f"partition per {grain}: runs would reload the same partition. Use a "
+                    f"schedule at most once per {grain}, or a finer partition grain.",
+                )
+
+    def _build_spec(self, data: dict[str, Any], team: Team, table: SourceTable) -> PipelineSpec:
+        return PipelineSpec(
+            name=data["name"],
+            team=team.slug,
+            team_domain=team.domain,
+            owner=data["owner"],
+            source_database=table.database.name,
+            source_dialect=table.database.dialect,
+            source_conn_id=table.database.conn_id,
+            source_schema=table.schema,
+            source_table=table.name,
+            columns=tuple(Column(c.name, c.kind) for c in table.columns.all()),
+            target_table=data["target_table"],
+            schedule=data["schedule"],
+            timezone=data["timezone"],
+            primary_key=tuple(data["primary_key"]),
+            partition_column=data["partition_column"],
+            partition_grain=data["partition_grain"],
+            sla_minutes=data.get("sla_minutes"),
+            retries=data["retries"],
+            retry_delay_minutes=data["retry_delay_minutes"],
+            execution_timeout_minutes=data["execution_timeout_minutes"],
+            tags=tuple(data.get("tags") or ()),
+            runbook_url=data.get("runbook_url", ""),
+            description=data.get("description", ""),
+            allow_empty=bool(data.get("allow_empty")),
+        )
+
+
+def describe_gap(gap: Any) -> str:
+    minutes = int(gap.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = minutes // 60
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+class RunNowForm(forms.Form):
+    """Run a deployed pipeline for one partition now."""
+
+    environment = forms.ChoiceField()
+    partition = forms.CharField(max_length=20)
+
+    def __init__(self, *args: Any, pipeline: Pipeline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipeline = pipeline
+        self.grain = pipeline.versions.first().spec.partition_grain
+        self.fields["environment"].choices = [
+            (e.slug, e.name) for e in Environment.objects.order_by("order")
+        ]
+        self.fields["partition"].help_text = (
+            "YYYY-MM-DDTHH:00" if self.grain == "hour" else "YYYY-MM-DD"
+        )
+
+    def clean_partition(self) -> datetime:
+        try:
+            start = schedule.parse_partition(self.cleaned_data["partition"], self.grain)
+        except schedule.ScheduleError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        if start.date() > timezone.now().date():
+            raise forms.ValidationError("That partition is in the future: it has no data yet.")
+        return start
+
+    def clean_environment(self) -> Environment:
+        return Environment.objects.get(slug=self.cleaned_data["environment"])

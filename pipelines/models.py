@@ -1,0 +1,319 @@
+"""Tables of the portal. One-row properties only: no queries, no I/O."""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from .spec import PipelineSpec
+
+
+class Team(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    domain = models.SlugField(help_text="Business domain, used as the DAG's domain tag.")
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        EDITOR = "editor", "Editor"
+        APPROVER = "approver", "Approver"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.EDITOR)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="membership_unique_team_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class Dialect(models.TextChoices):
+    POSTGRES = "postgres", "PostgreSQL"
+    SQLITE = "sqlite", "SQLite"
+
+
+class SourceDatabase(models.Model):
+    """A database pipelines read from; Airflow reaches it through `conn_id`."""
+
+    name = models.SlugField(unique=True)
+    dialect = models.CharField(max_length=20, choices=Dialect.choices)
+    conn_id = models.CharField(
+        max_length=250, help_text="Airflow connection id (the same in every environment)."
+    )
+    description = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SourceTable(models.Model):
+    database = models.ForeignKey(SourceDatabase, on_delete=models.CASCADE, related_name="tables")
+    schema = models.CharField(max_length=63, blank=True)
+    name = models.CharField(max_length=63)
+    description = models.TextField(blank=True)
+    introspected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["database__name", "schema", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["database", "schema", "name"], name="sourcetable_unique_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.qualified_name
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+class SourceColumn(models.Model):
+    class Kind(models.TextChoices):
+        """Portable type families; codegen maps each to a warehouse type."""
+
+        INTEGER = "integer", "integer"
+        BIGINT = "bigint", "bigint"
+        NUMERIC = "numeric", "numeric"
+        FLOAT = "float", "float"
+        TEXT = "text", "text"
+        BOOLEAN = "boolean", "boolean"
+        DATE = "date", "date"
+        TIMESTAMP = "timestamp", "timestamp"
+
+    table = models.ForeignKey(SourceTable, on_delete=models.CASCADE, related_name="columns")
+    name = models.CharField(max_length=63)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    raw_type = models.CharField(max_length=100, blank=True)
+    nullable = models.BooleanField(default=True)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["table", "name"], name="sourcecolumn_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+    @property
+    def is_temporal(self) -> bool:
+        return self.kind in {self.Kind.DATE, self.Kind.TIMESTAMP}
+
+
+class Environment(models.Model):
+    """Where a pipeline runs. Secrets stay in the environment: only variable *names* are stored."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=50)
+    order = models.PositiveSmallIntegerField(default=0, help_text="dev < stage < prod")
+    airflow_url = models.URLField()
+    airflow_username_env = models.CharField(max_length=100, default="PORTAL_AIRFLOW_USERNAME")
+    airflow_password_env = models.CharField(max_length=100, default="PORTAL_AIRFLOW_PASSWORD")
+    dags_folder = models.CharField(max_length=500)
+    dag_id_prefix = models.CharField(
+        max_length=30, blank=True, help_text="Set when several environments share one Airflow."
+    )
+    warehouse_conn_id = models.CharField(max_length=250)
+    warehouse_dialect = models.CharField(max_length=20, choices=Dialect.choices)
+    target_schema = models.CharField(max_length=63, blank=True)
+    alert_channel = models.CharField(max_length=200, blank=True)
+    requires_approval = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["order"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def airflow_credentials(self) -> tuple[str, str]:
+        """Return (username, password) read from the named environment variables."""
+        return (
+            os.environ.get(self.airflow_username_env, ""),
+            os.environ.get(self.airflow_password_env, ""),
+        )
+
+    def dag_id_for(self, pipeline_slug: str) -> str:
+        return f"{self.dag_id_prefix}{pipeline_slug.replace('-', '_')}"
+
+
+class Pipeline(models.Model):
+    slug = models.SlugField(max_length=63, unique=True)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="pipelines")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_pipelines"
+    )
+    source_table = models.ForeignKey(SourceTable, on_delete=models.PROTECT)
+    target_table = models.CharField(max_length=63, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def get_absolute_url(self) -> str:
+        return reverse("pipelines:detail", args=[self.slug])
+
+
+class PipelineVersion(models.Model):
+    """An immutable spec. Editing a pipeline creates the next version; nothing updates a row."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    spec_json = models.JSONField()
+    spec_sha256 = models.CharField(max_length=64)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pipeline", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "number"], name="version_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id} v{self.number}"
+
+    @property
+    def spec(self) -> PipelineSpec:
+        return PipelineSpec.from_json(self.spec_json)
+
+
+class Deployment(models.Model):
+    """One version in one environment. The row is the outbox the deploy task works from."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DEPLOYING = "deploying", "Deploying"
+        DEPLOYED = "deployed", "Deployed"
+        FAILED = "failed", "Failed"
+        SUPERSEDED = "superseded", "Superseded"
+
+    version = models.ForeignKey(
+        PipelineVersion, on_delete=models.PROTECT, related_name="deployments"
+    )
+    environment = models.ForeignKey(
+        Environment, on_delete=models.PROTECT, related_name="deployments"
+    )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    dag_id = models.CharField(max_length=250)
+    code = models.TextField(help_text="The exact file written to the DAGs folder.")
+    code_sha256 = models.CharField(max_length=64)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(auto_now_add=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    written_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    last_attempt_error = models.TextField(
+        blank=True, help_text="Why the last attempt did not finish (Airflow unreachable, …)."
+    )
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "environment"], name="deployment_unique_version_environment"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "lease_until"])]
+
+    def __str__(self) -> str:
+        return f"{self.dag_id} v{self.version.number} → {self.environment}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in {self.State.PENDING, self.State.DEPLOYING}
+
+    @property
+    def deploy_seconds(self) -> float | None:
+        """Seconds from the request to Airflow registering the DAG."""
+        if self.registered_at is None:
+            return None
+        return (self.registered_at - self.requested_at).total_seconds()
+
+
+class RunRequest(models.Model):
+    """A user's "run now for partition P". The row is the outbox the trigger task works from."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUBMITTED = "submitted", "Submitted"
+        FAILED = "failed", "Failed to submit"
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="run_requests")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="+")
+    partition = models.CharField(max_length=20, help_text="YYYY-MM-DD or YYYY-MM-DDTHH:00")
+    dag_id = models.CharField(max_length=250)
+    dag_run_id = models.CharField(max_length=250, unique=True)
+    logical_date = models.DateTimeField()
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    run_state = models.CharField(max_length=20, blank=True, help_text="Airflow's DagRun state.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(auto_now_add=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["state", "lease_until"])]
+
+    def __str__(self) -> str:
+        return f"{self.dag_id} {self.partition}"
+
+    TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+
+    @property
+    def is_active(self) -> bool:
+        if self.state == self.State.FAILED:
+            return False
+        return self.run_state not in self.TERMINAL_RUN_STATES
+
+
+class ApiToken(models.Model):
+    """A personal API token; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise a token.")
+    key_sha256 = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.prefix}…"

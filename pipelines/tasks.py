@@ -1,0 +1,64 @@
+"""Celery tasks: thin and idempotent; each calls one service with an id."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+from django.db import transaction
+
+from . import deploy, runs
+from .airflow import AirflowUnavailable
+
+logger = logging.getLogger(__name__)
+
+RETRY = {
+    "acks_late": True,
+    "autoretry_for": (AirflowUnavailable,),
+    "retry_backoff": True,
+    "retry_backoff_max": 600,
+    "max_retries": 10,
+}
+
+
+@shared_task(**RETRY)
+def deployment_run(deployment_id: int) -> None:
+    deploy.deployment_run(deployment_id=deployment_id)
+
+
+@shared_task(**RETRY)
+def run_submit(run_request_id: int) -> None:
+    runs.run_submit(run_request_id=run_request_id)
+
+
+@shared_task(acks_late=True, autoretry_for=(AirflowUnavailable,), max_retries=3)
+def run_refresh(run_request_id: int) -> None:
+    runs.run_refresh(run_request_id=run_request_id)
+
+
+@shared_task
+def outbox_sweep() -> None:
+    """Enqueue again whatever was left pending while the broker or Airflow was down."""
+    for deployment_id in deploy.deployments_due():
+        deployment_run.delay(deployment_id)
+    to_submit, to_refresh = runs.runs_due()
+    for run_id in to_submit:
+        run_submit.delay(run_id)
+    for run_id in to_refresh:
+        run_refresh.delay(run_id)
+
+
+def enqueue_on_commit(task: Task, *args: object) -> None:
+    """Send `task` when the current transaction commits; if the broker is down, leave it.
+
+    The row is already saved as the outbox, so the sweep sends it later: the user's request must
+    not fail because the broker is unreachable.
+    """
+
+    def send() -> None:
+        try:
+            task.delay(*args)
+        except Exception:  # broker down: kombu's OperationalError, socket errors, …
+            logger.warning("could not enqueue %s%r; the outbox sweep will", task.name, args)
+
+    transaction.on_commit(send)

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "pipelines"
+
+urlpatterns = [
+    path("", views.pipeline_list, name="list"),
+    path("catalog/", views.catalog, name="catalog"),
+    path("pipelines/new/", views.pipeline_create, name="create"),
+    path("pipelines/new/schedule", views.schedule_explain, name="schedule-explain"),
+    path("pipelines/new/columns", views.source_columns, name="source-columns"),
+    path("pipelines/new/preview", views.pipeline_preview, name="preview"),
+    path("pipelines/<slug:slug>/", views.pipeline_detail, name="detail"),
+    path("pipelines/<slug:slug>/deployments/", views.deployment_create, name="deployment-create"),
+    path("pipelines/<slug:slug>/deployments/table", views.deployment_table, name="deployments"),
+    path("pipelines/<slug:slug>/runs/", views.run_create, name="run-create"),
+    path("pipelines/<slug:slug>/runs/table", views.run_table, name="runs"),
+    path("pipelines/<slug:slug>/versions/<int:number>/dag", views.dag_source, name="dag-source"),
+]

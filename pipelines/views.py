@@ -1,0 +1,231 @@
+"""Web views: authorize, validate, call one service or selector, render (page or htmx fragment)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import trigger_client_event
+
+from . import deploy, runs, schedule, selectors, services
+from .codegen import CodegenError
+from .forms import PipelineForm, RunNowForm, source_tables
+from .models import Environment, Pipeline, SourceTable
+
+
+def _editable(request: HttpRequest, slug: str) -> Pipeline:
+    pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
+    if not services.can_edit(request.user, pipeline):
+        raise PermissionDenied(f"Only members of team {pipeline.team.name} may change this.")
+    return pipeline
+
+
+@require_GET
+@login_required
+def pipeline_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "pipelines/list.html", {"rows": selectors.pipeline_list()})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def pipeline_create(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = PipelineForm(request.POST, user=request.user)
+        if form.is_valid():
+            first_env = Environment.objects.order_by("order").first()
+            try:
+                pipeline = services.pipeline_create(
+                    spec=form.spec, by=request.user, deploy_to=first_env
+                )
+            except CodegenError as exc:
+                form.add_error(None, f"The DAG could not be generated: {exc}")
+            else:
+                return redirect(pipeline)
+    else:
+        form = PipelineForm(user=request.user, initial={"owner": request.user.get_username()})
+    context = {
+        "form": form,
+        "explain": explain_schedule(
+            form["schedule"].value() or "", form["timezone"].value() or "UTC"
+        ),
+        "presets": list(schedule.PRESETS.items()),
+        "tz_names": schedule.zone_names(),
+        "first_environment": Environment.objects.order_by("order").first(),
+    }
+    context |= column_choices(form["source"].value())
+    return render(request, "pipelines/create.html", context)
+
+
+def explain_schedule(cron: str, tz: str, now: datetime | None = None) -> dict:
+    """Describe a cron in words with its next five fire times, or say what is wrong."""
+    now = now or timezone.now()
+    try:
+        cron = schedule.validate_cron(cron)
+        schedule.validate_timezone(tz)
+    except schedule.ScheduleError as exc:
+        return {"error": str(exc)}
+    times = schedule.next_fire_times(cron, tz, 5, after=now)
+    return {
+        "cron": cron,
+        "tz": tz,
+        "description": schedule.describe(cron),
+        "times": [(t, t.astimezone(timezone.UTC)) for t in times],
+    }
+
+
+@require_GET
+@login_required
+def schedule_explain(request: HttpRequest) -> HttpResponse:
+    explain = explain_schedule(
+        request.GET.get("schedule", "")[:100], request.GET.get("timezone", "UTC")[:64]
+    )
+    return render(request, "pipelines/_schedule_explain.html", {"explain": explain})
+
+
+def column_choices(source: str | None) -> dict:
+    tables = {f"{t.database.name}.{t.qualified_name}": t for t in source_tables()}
+    table: SourceTable | None = tables.get(source or "")
+    columns = list(table.columns.all()) if table else []
+    return {"columns": columns, "source_table": table}
+
+
+@require_GET
+@login_required
+def source_columns(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "pipelines/_source_columns.html", column_choices(request.GET.get("source"))
+    )
+
+
+@require_POST
+@login_required
+def pipeline_preview(request: HttpRequest) -> HttpResponse:
+    """Render the DAG the form would deploy to the first environment, or list what blocks it."""
+    form = PipelineForm(request.POST, user=request.user)
+    context: dict = {"form": form}
+    env = Environment.objects.order_by("order").first()
+    if form.is_valid() and env is not None:
+        from . import codegen
+
+        try:
+            context["rendered"] = codegen.render_dag(
+                form.spec, env, version=1, portal_url=deploy.portal_url_for(form.spec.name)
+            )
+            context["environment"] = env
+        except CodegenError as exc:
+            context["codegen_error"] = str(exc)
+    return render(request, "pipelines/_dag_preview.html", context)
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+def pipeline_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    context = selectors.pipeline_detail(slug=slug)
+    context["can_edit"] = services.can_edit(request.user, context["pipeline"])
+    context["run_form"] = RunNowForm(
+        pipeline=context["pipeline"],
+        initial={"partition": (timezone.now() - timedelta(days=1)).date().isoformat()},
+    )
+    return render(request, "pipelines/detail.html", context)
+
+
+@require_GET
+@login_required
+def deployment_table(request: HttpRequest, slug: str) -> HttpResponse:
+    context = selectors.pipeline_detail(slug=slug)
+    context["can_edit"] = services.can_edit(request.user, context["pipeline"])
+    return render(request, "pipelines/_deployment_table.html", context)
+
+
+@require_POST
+@login_required
+def deployment_create(request: HttpRequest, slug: str) -> HttpResponse:
+    pipeline = _editable(request, slug)
+    version = get_object_or_404(pipeline.versions, number=request.POST.get("version", "0"))
+    env = get_object_or_404(Environment, slug=request.POST.get("environment", ""))
+    deploy.deployment_request(version=version, environment=env, by=request.user)
+    if not request.htmx:
+        return redirect(pipeline)
+    context = selectors.pipeline_detail(slug=slug)
+    context["can_edit"] = True
+    response = render(request, "pipelines/_deployment_table.html", context)
+    return trigger_client_event(response, "pipeline-changed")
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def run_create(request: HttpRequest, slug: str) -> HttpResponse:
+    if request.method == "GET":
+        return redirect("pipelines:detail", slug=slug)
+    pipeline = _editable(request, slug)
+    form = RunNowForm(request.POST, pipeline=pipeline)
+    if form.is_valid():
+        try:
+            runs.run_request(
+                pipeline=pipeline,
+                environment=form.cleaned_data["environment"],
+                partition=form.cleaned_data["partition"],
+                by=request.user,
+            )
+        except runs.RunError as exc:
+            form.add_error(exc.field, exc.message)
+    if not request.htmx:
+        return redirect(pipeline)
+    context = selectors.pipeline_detail(slug=slug)
+    context.update(
+        run_form=form
+        if form.errors
+        else RunNowForm(
+            pipeline=pipeline, initial={"partition": request.POST.get("partition", "")}
+        ),
+        can_edit=True,
+    )
+    response = render(request, "pipelines/_runs.html", context)
+    return trigger_client_event(response, "pipeline-changed") if not form.errors else response
+
+
+@require_GET
+@login_required
+def run_table(request: HttpRequest, slug: str) -> HttpResponse:
+    context = selectors.pipeline_detail(slug=slug)
+    for run in context["runs"]:
+        runs.refresh_if_stale(run)
+    return render(request, "pipelines/_run_table.html", context)
+
+
+@require_GET
+@login_required
+def dag_source(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    pipeline = get_object_or_404(Pipeline, slug=slug)
+    version = get_object_or_404(pipeline.versions, number=number)
+    envs = list(Environment.objects.order_by("order"))
+    env = next(
+        (e for e in envs if e.slug == request.GET.get("environment")), envs[0] if envs else None
+    )
+    if env is None:
+        raise PermissionDenied("No environment is configured.")
+    rendered = deploy.render_for(version, env)
+    return render(
+        request,
+        "pipelines/dag_source.html",
+        {
+            "pipeline": pipeline,
+            "version": version,
+            "environment": env,
+            "environments": envs,
+            "rendered": rendered,
+        },
+    )
+
+
+@require_GET
+@login_required
+def catalog(request: HttpRequest) -> HttpResponse:
+    return render(request, "pipelines/catalog.html", {"tables": selectors.catalog_list()})

@@ -1,0 +1,220 @@
+"""Codegen: golden files for reference specs, the shape check, and hostile strings as data."""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines import codegen
+from pipelines.spec import Column, PipelineSpec
+
+GOLDEN = Path(__file__).parent / "golden"
+PORTAL_URL = "http://portal.example.com/pipelines/orders-daily/"
+
+ORDERS = PipelineSpec(
+    name="orders-daily",
+    team="payments",
+    team_domain="finance",
+    owner="alice",
+    source_database="shop",
+    source_dialect="postgres",
+    source_conn_id="shop_source",
+    source_schema="public",
+    source_table="orders",
+    columns=(
+        Column("order_id", "bigint"),
+        Column("customer_id", "bigint"),
+        Column("amount", "numeric"),
+        Column("order_date", "date"),
+        Column("updated_at", "timestamp"),
+    ),
+    target_table="orders_daily",
+    schedule="0 2 * * *",
+    timezone="UTC",
+    primary_key=("order_id",),
+    partition_column="order_date",
+    partition_grain="day",
+    sla_minutes=120,
+    retries=3,
+    retry_delay_minutes=5,
+    execution_timeout_minutes=60,
+    tags=("revenue",),
+    runbook_url="https://wiki.example.com/runbooks/orders",
+    description="Daily orders into the warehouse.",
+)
+EVENTS_HOURLY = replace(
+    ORDERS,
+    name="events-hourly",
+    source_dialect="sqlite",
+    source_conn_id="demo_source",
+    source_schema="",
+    source_table="events",
+    columns=(
+        Column("event_id", "text"),
+        Column("user_id", "bigint"),
+        Column("seen_at", "timestamp"),
+    ),
+    target_table="events_hourly",
+    schedule="15 * * * *",
+    timezone="Europe/London",
+    primary_key=("event_id", "user_id"),
+    partition_column="seen_at",
+    partition_grain="hour",
+    sla_minutes=None,
+    retries=0,
+    tags=(),
+    runbook_url="",
+    description="",
+    allow_empty=True,
+)
+
+
+def target(slug="prod", dialect="postgres", schema="analytics", prefix=""):
+    return SimpleNamespace(
+        slug=slug,
+        warehouse_conn_id=f"warehouse_{slug}",
+        warehouse_dialect=dialect,
+        target_schema=schema,
+        dag_id_for=lambda name: f"{prefix}{name.replace('-', '_')}",
+    )
+
+
+REFERENCES = {
+    "orders_daily_postgres.py": (ORDERS, target()),
+    "events_hourly_sqlite.py": (EVENTS_HOURLY, target("dev", "sqlite", "", "dev__")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_render_matches_golden_file(name):
+    spec, env = REFERENCES[name]
+    rendered = codegen.render_dag(spec, env, version=1, portal_url=PORTAL_URL)
+    golden = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(rendered.source)
+    assert rendered.source == golden.read_text(), "run with UPDATE_GOLDEN=1 to accept a change"
+
+
+def test_render_bakes_in_the_defaults():
+    spec = codegen.render_dag(ORDERS, target(), version=3, portal_url=PORTAL_URL)
+    value = codegen.check_source(spec.source)
+    assert value["dag_id"] == "orders_daily"
+    assert value["tags"][:4] == ["self-serve", "team:payments", "domain:finance", "env:prod"]
+    assert "revenue" in value["tags"]
+    assert value["max_active_runs"] == 1
+    assert value["retries"] == 3
+    assert value["retry_delay_s"] == 300
+    assert value["max_retry_delay_s"] == 3600
+    assert value["execution_timeout_s"] == 3600
+    assert value["portal"]["version"] == 3
+    assert "catchup=False" in spec.source
+    assert "retry_exponential_backoff" in spec.source
+    assert value["sql"]["delete_target"] == (
+        'DELETE FROM "analytics"."orders_daily" WHERE "order_date" >= %s AND "order_date" < %s'
+    )
+    assert 'PRIMARY KEY ("order_id")' in value["sql"]["create_target"]
+
+
+def test_sqlite_statements_use_qmark_and_no_schema():
+    value = codegen.check_source(
+        codegen.render_dag(
+            EVENTS_HOURLY, target("dev", "sqlite", "", "dev__"), version=1, portal_url=PORTAL_URL
+        ).source
+    )
+    assert value["dag_id"] == "dev__events_hourly"
+    assert value["sql"]["count_target"] == (
+        'SELECT COUNT(*) FROM "events_hourly" WHERE "seen_at" >= ? AND "seen_at" < ?'
+    )
+    assert value["partition_type"] == "timestamp"
+
+
+def test_quote_identifier_doubles_embedded_quotes():
+    assert codegen.quote_identifier('we"ird', "postgres") == '"we""ird"'
+    assert codegen.quote_identifier('we"ird', "sqlite") == '"we""ird"'
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda s: s + "\nimport os\n",
+        lambda s: s.replace("catchup=False", "catchup=True"),
+        lambda s: s.replace("SPEC = {", 'SPEC = {"x": __import__("os").getcwd(), ', 1),
+        lambda s: s.replace("SPEC = {", 'SPEC = {"x": f"{1}", ', 1),
+        lambda s: s.replace("SPEC = {", "SPEC = SPEC2 = {", 1),
+        lambda s: s + "\nSPEC = {}\n",
+        lambda s: s[:-10],
+    ],
+)
+def test_check_source_refuses_anything_off_template(tamper):
+    source = codegen.render_dag(ORDERS, target(), version=1, portal_url=PORTAL_URL).source
+    with pytest.raises(codegen.CodegenError):
+        codegen.check_source(tamper(source))
+
+
+def _shape(source: str) -> str:
+    tree = ast.parse(source)
+    codegen.spec_node(tree).value = ast.Constant(None)
+    return ast.dump(tree)
+
+
+FREE_TEXT = [
+    "name",
+    "owner",
+    "team",
+    "team_domain",
+    "description",
+    "runbook_url",
+    "source_table",
+    "target_table",
+    "partition_column",
+    "source_conn_id",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(FREE_TEXT), text=st.text(min_size=0, max_size=200))
+def test_any_typed_string_stays_data(field, text):
+    """Whatever a user types, the module's shape is the template's and the value round-trips."""
+    changes = {field: text}
+    if field == "partition_column":  # the spec must still name the column it partitions on
+        changes["columns"] = (*ORDERS.columns[:3], Column(text, "date"), ORDERS.columns[4])
+    spec = replace(ORDERS, **changes)
+    rendered = codegen.render_dag(spec, target(), version=1, portal_url=PORTAL_URL)
+    value = codegen.check_source(rendered.source)
+    assert _shape(rendered.source) == _shape(
+        codegen.render_dag(ORDERS, target(), version=1, portal_url=PORTAL_URL).source
+    )
+    literal = repr(value)
+    if field in ("description",):
+        assert value["description"] == text
+    elif field == "owner":
+        assert value["owner"] == text
+    elif field == "runbook_url":
+        assert text in value["doc_md"]
+    elif field in ("source_table", "partition_column"):
+        assert codegen.quote_identifier(text, "postgres") in value["sql"]["select_source"]
+    elif field == "target_table":
+        assert codegen.quote_identifier(text, "postgres") in value["sql"]["delete_target"]
+    elif field == "name":
+        assert value["portal"]["pipeline"] == text
+    elif field == "source_conn_id":
+        assert value["source_conn_id"] == text
+    else:
+        assert text in literal or repr(text)[1:-1] in literal
+
+
+@settings(max_examples=100, deadline=None)
+@given(tags=st.lists(st.text(max_size=60), max_size=5))
+def test_any_tags_stay_data(tags):
+    spec = replace(ORDERS, tags=tuple(tags))
+    value = codegen.check_source(
+        codegen.render_dag(spec, target(), version=1, portal_url=PORTAL_URL).source
+    )
+    assert set(tags) <= set(value["tags"])
