@@ -5,12 +5,11 @@ The API validates with the same PipelineForm as the web form, so both give the s
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
@@ -36,6 +35,10 @@ api = NinjaAPI(
     auth=BearerToken(),
     docs_url="/docs",
 )
+
+
+def form_errors(form: Any) -> dict[str, list[str]]:
+    return {field: [str(m) for m in messages] for field, messages in form.errors.items()}
 
 
 def errors_response(request: HttpRequest, errors: dict[str, list[str]]) -> HttpResponse:
@@ -154,12 +157,12 @@ def editable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
 def pipeline_create(request: HttpRequest, payload: PipelineIn) -> Any:
     form = PipelineForm(payload.dict(), user=request.user)
     if not form.is_valid():
-        return 422, {"errors": {f: [str(m) for m in ms] for f, ms in form.errors.items()}}
+        return Status(422, {"errors": form_errors(form)})
     try:
         pipeline = services.pipeline_create(spec=form.spec, by=request.user)
     except CodegenError as exc:  # a render that fails the shape check is a bug, said plainly
-        return 422, {"errors": {"__all__": [str(exc)]}}
-    return 201, pipeline_out(pipeline)
+        return Status(422, {"errors": {"__all__": [str(exc)]}})
+    return Status(201, pipeline_out(pipeline))
 
 
 @api.get("/pipelines/{slug}", response=dict)
@@ -191,9 +194,9 @@ def deployment_create(request: HttpRequest, slug: str, payload: DeploymentIn) ->
     if version is None:
         errors["version"] = [f"{slug} has no version {payload.version}."]
     if errors:
-        return 422, {"errors": errors}
+        return Status(422, {"errors": errors})
     deployment = deploy.deployment_request(version=version, environment=env, by=request.user)
-    return 202, deployment_out(deployment)
+    return Status(202, deployment_out(deployment))
 
 
 @api.get("/deployments/{deployment_id}", response=dict)
@@ -210,7 +213,7 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     pipeline = editable_pipeline(request, slug)
     form = RunNowForm(payload.dict(), pipeline=pipeline)
     if not form.is_valid():
-        return 422, {"errors": {f: [str(m) for m in ms] for f, ms in form.errors.items()}}
+        return Status(422, {"errors": form_errors(form)})
     try:
         run = runs.run_request(
             pipeline=pipeline,
@@ -219,8 +222,8 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
             by=request.user,
         )
     except runs.RunError as exc:
-        return 422, {"errors": {exc.field: [exc.message]}}
-    return 202, run_out(run)
+        return Status(422, {"errors": {exc.field: [exc.message]}})
+    return Status(202, run_out(run))
 
 
 @api.get("/runs/{run_id}", response=dict)
@@ -228,7 +231,3 @@ def run_get(request: HttpRequest, run_id: int) -> Any:
     run = get_object_or_404(RunRequest.objects.select_related("pipeline", "environment"), id=run_id)
     runs.refresh_if_stale(run)
     return run_out(run)
-
-
-def _isoformat(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -75,7 +75,11 @@ def explain_schedule(cron: str, tz: str, now: datetime | None = None) -> dict:
         "cron": cron,
         "tz": tz,
         "description": schedule.describe(cron),
-        "times": [(t, t.astimezone(timezone.UTC)) for t in times],
+        # Formatted here: the template's date filter would convert to the portal's own zone.
+        "times": [
+            (t.strftime("%a %Y-%m-%d %H:%M %Z"), t.astimezone(UTC).strftime("%a %Y-%m-%d %H:%M"))
+            for t in times
+        ],
     }
 
 

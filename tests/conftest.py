@@ -146,3 +146,14 @@ def api_client(client, alice):
     key = token_create(user=alice)
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     return client
+
+
+@pytest.fixture
+def fake_airflow(monkeypatch):
+    """Replace the Airflow HTTP client with an in-memory fake (unit tests only)."""
+    from pipelines.airflow import AirflowClient
+    from tests.fakes import FakeAirflow
+
+    fake = FakeAirflow()
+    monkeypatch.setattr(AirflowClient, "for_environment", classmethod(lambda cls, env: fake))
+    return fake

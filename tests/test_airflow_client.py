@@ -1,0 +1,168 @@
+"""AirflowClient at its HTTP boundary (faked with `responses`): auth, retries, typed errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from pipelines.airflow import (
+    AirflowAuthError,
+    AirflowClient,
+    AirflowConflict,
+    AirflowError,
+    AirflowNotFound,
+    AirflowUnavailable,
+)
+
+BASE = "http://airflow.test:8080"
+
+
+@pytest.fixture
+def client(settings):
+    return AirflowClient(BASE, "portal", "secret", timeout=2, retries=2)
+
+
+def token(value="tok-1"):
+    responses.add(
+        responses.POST,
+        f"{BASE}/auth/token",
+        json={"access_token": value},
+        status=201,
+        match=[matchers.json_params_matcher({"username": "portal", "password": "secret"})],
+    )
+
+
+@responses.activate
+def test_authenticates_once_and_sends_bearer(client):
+    token()
+    responses.add(
+        responses.GET,
+        f"{BASE}/api/v2/dags/d1",
+        json={"dag_id": "d1"},
+        match=[matchers.header_matcher({"Authorization": "Bearer tok-1"})],
+    )
+    assert client.get_dag("d1") == {"dag_id": "d1"}
+    assert client.get_dag("d1") == {"dag_id": "d1"}
+    assert [c.request.url.split(BASE)[1] for c in responses.calls].count("/auth/token") == 1
+
+
+@responses.activate
+def test_refreshes_an_expired_token_once(client):
+    token("old")
+    responses.add(responses.GET, f"{BASE}/api/v2/dags/d1", status=401, json={"detail": "expired"})
+    token("new")
+    responses.add(
+        responses.GET,
+        f"{BASE}/api/v2/dags/d1",
+        json={"dag_id": "d1"},
+        match=[matchers.header_matcher({"Authorization": "Bearer new"})],
+    )
+    assert client.get_dag("d1")["dag_id"] == "d1"
+
+
+@responses.activate
+def test_bad_credentials_are_a_typed_permanent_error(client):
+    responses.add(
+        responses.POST, f"{BASE}/auth/token", status=401, json={"detail": "Invalid credentials"}
+    )
+    with pytest.raises(AirflowAuthError, match="Invalid credentials"):
+        client.get_dag("d1")
+
+
+@responses.activate
+def test_missing_dag_is_none_and_conflict_is_typed(client):
+    token()
+    responses.add(
+        responses.GET, f"{BASE}/api/v2/dags/nope", status=404, json={"detail": "not found"}
+    )
+    assert client.get_dag("nope") is None
+    responses.add(
+        responses.POST,
+        f"{BASE}/api/v2/dags/d1/dagRuns",
+        status=409,
+        json={"detail": "DAG Run with run_id r1 already exists"},
+    )
+    with pytest.raises(AirflowConflict, match="already exists"):
+        client.trigger_run(
+            "d1", dag_run_id="r1", logical_date=datetime(2026, 11, 10, tzinfo=UTC), conf={}
+        )
+    responses.add(
+        responses.GET, f"{BASE}/api/v2/dags/d1/dagRuns/r2", status=404, json={"detail": "x"}
+    )
+    with pytest.raises(AirflowNotFound):
+        client.get_run("d1", "r2")
+
+
+@responses.activate
+def test_validation_errors_carry_airflows_message(client):
+    token()
+    responses.add(
+        responses.POST,
+        f"{BASE}/api/v2/dags/d1/dagRuns",
+        status=422,
+        json={
+            "detail": [{"loc": ["body", "logical_date"], "msg": "Input should be a valid datetime"}]
+        },
+    )
+    with pytest.raises(AirflowError, match="body.logical_date: Input should be a valid datetime"):
+        client.trigger_run(
+            "d1", dag_run_id="r1", logical_date=datetime(2026, 11, 10, tzinfo=UTC), conf={}
+        )
+
+
+def test_naive_logical_date_is_refused_before_sending(client):
+    with pytest.raises(ValueError, match="time-zone aware"):
+        client.trigger_run("d1", dag_run_id="r", logical_date=datetime(2026, 1, 1), conf={})  # noqa: DTZ001
+
+
+@responses.activate
+def test_5xx_is_retried_then_unavailable(client):
+    token()
+    for _ in range(3):
+        responses.add(responses.GET, f"{BASE}/api/v2/dags/d1", status=503, body="busy")
+    with pytest.raises(AirflowUnavailable, match="503"):
+        client.get_dag("d1")
+    assert len([c for c in responses.calls if c.request.url.endswith("/dags/d1")]) == 3
+
+
+@responses.activate
+def test_5xx_then_success_recovers(client):
+    token()
+    responses.add(responses.GET, f"{BASE}/api/v2/dags/d1", status=502, body="bad gateway")
+    responses.add(responses.GET, f"{BASE}/api/v2/dags/d1", json={"dag_id": "d1"})
+    assert client.get_dag("d1") == {"dag_id": "d1"}
+
+
+@responses.activate
+def test_connection_refused_is_unavailable(client):
+    responses.add(
+        responses.POST, f"{BASE}/auth/token", body=requests.ConnectionError("Connection refused")
+    )
+    with pytest.raises(AirflowUnavailable, match="unreachable"):
+        client.get_dag("d1")
+
+
+@responses.activate
+def test_import_errors_are_parsed(client):
+    token()
+    responses.add(
+        responses.GET,
+        f"{BASE}/api/v2/importErrors",
+        json={
+            "import_errors": [
+                {
+                    "filename": "dev/x.py",
+                    "stack_trace": "SyntaxError",
+                    "timestamp": "2026-11-23T18:00:00Z",
+                }
+            ],
+            "total_entries": 1,
+        },
+    )
+    (error,) = client.import_errors(filename="x.py")
+    assert error.filename == "dev/x.py"
+    assert error.stack_trace == "SyntaxError"
