@@ -147,7 +147,10 @@ def validate_dag_files(folder: Path, venv: Path = DEFAULT_VENV, timeout: float =
 
 @dataclass
 class LocalAirflow:
-    """A local Airflow (standalone: api-server, scheduler, dag-processor, triggerer) in home."""
+    """A local Airflow (standalone: api-server, scheduler, dag-processor, triggerer) in home.
+
+    Listens on 127.0.0.1:port; the task-log servers take port + 1 and port + 2.
+    """
 
     home: Path
     port: int = 8080
@@ -303,10 +306,9 @@ class LocalAirflow:
             if self.healthy():
                 return
             if self._process is not None and self._process.poll() is not None:
-                code = self._process.returncode
-                raise RuntimeError(
-                    f"Airflow exited with {code} during start-up:\n{self.log_tail()}"
-                )
+                code, tail = self._process.returncode, self.log_tail()
+                self.stop()  # components it spawned may outlive it
+                raise RuntimeError(f"Airflow exited with {code} during start-up:\n{tail}")
             if self._process is None and self.pid() is None:
                 raise RuntimeError(f"Airflow is not running:\n{self.log_tail()}")
             time.sleep(0.5)

@@ -6,11 +6,12 @@ import random
 import sqlite3
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+
+from orchestrator.local import sqlite_conn_uri
 
 from .catalog import source_register
 from .models import Environment, Membership, Team
@@ -19,11 +20,6 @@ DEMO_PASSWORD = "demo-portal-2026"  # noqa: S105 - printed in the README, demo d
 ENVIRONMENTS = [("dev", "Dev", 10, False), ("stage", "Stage", 20, True), ("prod", "Prod", 30, True)]
 ORDER_DAYS = 28
 ORDERS_PER_DAY = 40
-
-
-def sqlite_conn_uri(path: Path) -> str:
-    """Airflow's connection URI for a SQLite file: the path goes, percent-encoded, in the host."""
-    return "sqlite://" + quote(str(path.resolve()), safe="")
 
 
 def source_path() -> Path:

@@ -1,8 +1,12 @@
 """Cron helpers on croniter: validate, describe, fire times and the partitions a run loads.
 
 Every function takes an IANA time-zone name: cron fields are read as wall-clock time in that
-zone, the way Airflow's CronTriggerTimetable reads them, so "0 2 * * *" in Europe/London fires at
-02:00 London time in summer and winter alike.
+zone, the way Airflow's CronDataIntervalTimetable (the generated DAGs' timetable) reads them, so
+"0 2 * * *" in Europe/London fires at 02:00 London time in summer and winter alike.
+
+Airflow's view of a scheduled run, which the portal must mirror: its data interval is
+[previous fire, this fire), its logical_date is the interval *start*, and it loads the partitions
+`partitions_for_fire(fire_time=data_interval_end)` returns.
 """
 
 from __future__ import annotations
