@@ -171,10 +171,15 @@ class AirflowClient:
     def reparse_file(self, file_token: str) -> None:
         self.request("PUT", f"/api/v2/parseDagFile/{file_token}")
 
-    def import_errors(self, *, filename: str | None = None) -> list[ImportError_]:
-        params: dict[str, Any] = {"limit": 100}
-        if filename:
-            params["filename"] = filename
+    def import_errors(self, *, filename_pattern: str | None = None) -> list[ImportError_]:
+        """Return import errors, optionally of files whose path contains `filename_pattern`.
+
+        Airflow stores file names relative to the DAG bundle ("dev/x.py"); its `filename`
+        filter is exact, `filename_pattern` a case-insensitive substring (ILIKE) match.
+        """
+        params: dict[str, Any] = {"limit": 100, "order_by": "-timestamp"}
+        if filename_pattern:
+            params["filename_pattern"] = filename_pattern
         body = self.request("GET", "/api/v2/importErrors", params=params)
         return [
             ImportError_(

@@ -135,8 +135,8 @@ def wait_for_registration(
     while True:
         errors = [
             e
-            for e in client.import_errors(filename=filename)
-            if e.filename.endswith(filename)
+            for e in client.import_errors(filename_pattern=filename)
+            if (e.filename == filename or e.filename.endswith(f"/{filename}"))
             and e.timestamp
             and datetime.fromisoformat(e.timestamp) >= written_at
         ]

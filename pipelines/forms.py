@@ -105,17 +105,31 @@ class PipelineForm(forms.Form):
     owner = forms.CharField(max_length=150, help_text="Username of the person on the hook.")
     source = forms.ChoiceField(help_text="Table from the source catalog.")
     target_table = forms.CharField(max_length=63, help_text="Table in the warehouse.")
-    schedule = forms.CharField(max_length=100, initial="0 2 * * *")
-    timezone = forms.CharField(max_length=64, initial="UTC")
+    schedule = forms.CharField(
+        max_length=100, initial="0 2 * * *", help_text="Cron: minute hour day month weekday."
+    )
+    timezone = forms.CharField(
+        max_length=64, initial="UTC", label="Time zone", help_text="IANA name, e.g. Europe/London."
+    )
     primary_key = ListField(help_text="One or more source columns, comma-separated.")
     partition_column = forms.CharField(max_length=63)
     partition_grain = forms.ChoiceField(choices=[("day", "Day"), ("hour", "Hour")], initial="day")
     sla_minutes = bounded_int("sla_minutes", required=False)
+    sla_minutes.label = "SLA (minutes)"
+    sla_minutes.help_text = "Must have succeeded this long after the scheduled time. Empty: none."
     retries = bounded_int("retries")
     retry_delay_minutes = bounded_int("retry_delay_minutes")
+    retry_delay_minutes.label = "First retry after (minutes)"
+    retry_delay_minutes.help_text = "Doubles on each retry, capped."
     execution_timeout_minutes = bounded_int("execution_timeout_minutes")
+    execution_timeout_minutes.label = "Timeout per task (minutes)"
     tags = ListField(required=False, help_text="Comma-separated, e.g. finance, daily-close.")
-    runbook_url = forms.CharField(max_length=500, required=False)
+    runbook_url = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Runbook URL",
+        help_text="What on-call should do when this fails (http:// or https://).",
+    )
     description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea)
     allow_empty = forms.BooleanField(
         required=False, help_text="A partition with no rows is a success, not a failure."

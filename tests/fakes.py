@@ -32,10 +32,15 @@ class FakeAirflow:
         dag.update(last_parsed_time=datetime.now(UTC).isoformat(), file_token=f"tok-{dag_id}")
         return dag
 
-    def import_errors(self, *, filename: str | None = None) -> list[ImportError_]:
+    def import_errors(self, *, filename_pattern: str | None = None) -> list[ImportError_]:
         self._call("import_errors")
         now = datetime.now(UTC).isoformat()
-        return [ImportError_(f, trace, now) for f, trace in self.reject.items() if f == filename]
+        # Like Airflow: names relative to the bundle, matched as a substring.
+        return [
+            ImportError_(f"dev/{f}", trace, now)
+            for f, trace in self.reject.items()
+            if filename_pattern is None or filename_pattern in f
+        ]
 
     def reparse_file(self, file_token: str) -> None:
         self._call("reparse_file")

@@ -152,6 +152,7 @@ def test_import_errors_are_parsed(client):
     responses.add(
         responses.GET,
         f"{BASE}/api/v2/importErrors",
+        match=[matchers.query_param_matcher({"filename_pattern": "x.py"}, strict_match=False)],
         json={
             "import_errors": [
                 {
@@ -163,6 +164,6 @@ def test_import_errors_are_parsed(client):
             "total_entries": 1,
         },
     )
-    (error,) = client.import_errors(filename="x.py")
+    (error,) = client.import_errors(filename_pattern="x.py")
     assert error.filename == "dev/x.py"
     assert error.stack_trace == "SyntaxError"

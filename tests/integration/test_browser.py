@@ -38,7 +38,9 @@ def browser_page():
             browser.close()
 
 
-def test_create_pipeline_in_the_browser(browser_page, live_server, airflow, worker, alice):
+@pytest.fixture
+def browser_world(live_server, airflow, worker, alice):
+    """Set up the database before Playwright starts: its event loop makes Django refuse the ORM."""
     alice.set_password("alice-password-1")
     alice.save()
     make_environment(
@@ -54,6 +56,11 @@ def test_create_pipeline_in_the_browser(browser_page, live_server, airflow, work
     source_register(
         name="shop", url=f"sqlite:///{IT_DIR / 'source.sqlite3'}", conn_id="it_source_sqlite"
     )
+    return live_server
+
+
+def test_create_pipeline_in_the_browser(browser_world, browser_page):
+    live_server = browser_world
     page = browser_page
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 

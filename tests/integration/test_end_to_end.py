@@ -77,9 +77,11 @@ def test_api_deploy_run_and_reload_partitions(client, warehouse, alice):
     assert deployment.status_code == 202
     deployment_id = deployment.json()["id"]
     done = wait_for(
-        lambda: (d := get(client, f"/api/v1/deployments/{deployment_id}", key))["state"]
-        in ("deployed", "failed")
-        and d,
+        lambda: (
+            (d := get(client, f"/api/v1/deployments/{deployment_id}", key))["state"]
+            in ("deployed", "failed")
+            and d
+        ),
         timeout=DEPLOY_TIMEOUT,
         what="the deployment to finish",
     )
@@ -102,9 +104,11 @@ def test_api_deploy_run_and_reload_partitions(client, warehouse, alice):
         assert response.status_code == 202, response.content
         run_id = response.json()["id"]
         final = wait_for(
-            lambda: (r := get(client, f"/api/v1/runs/{run_id}", key))["run_state"]
-            in ("success", "failed")
-            and r,
+            lambda: (
+                (r := get(client, f"/api/v1/runs/{run_id}", key))["run_state"]
+                in ("success", "failed")
+                and r
+            ),
             timeout=RUN_TIMEOUT,
             interval=1,
             what=f"the run for {day}",
@@ -155,9 +159,11 @@ def test_file_airflow_rejects_is_a_failed_deployment_with_its_message(client, wa
     )
     tasks.deployment_run.delay(deployment.id)
     done = wait_for(
-        lambda: (d := get(client, f"/api/v1/deployments/{deployment.id}", key))["state"]
-        in ("deployed", "failed")
-        and d,
+        lambda: (
+            (d := get(client, f"/api/v1/deployments/{deployment.id}", key))["state"]
+            in ("deployed", "failed")
+            and d
+        ),
         timeout=DEPLOY_TIMEOUT,
         what="the broken deployment to finish",
     )
