@@ -123,3 +123,22 @@ def test_sweep_finds_rows_left_pending(version, environments, alice):
         requested_at=deployment.requested_at - deploy.SWEEP_GRACE * 2
     )
     assert deploy.deployments_due() == [deployment.id]
+
+
+def test_broker_down_keeps_the_request_for_the_sweep(
+    version, environments, alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    from pipelines import tasks
+
+    def refuse(*args):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.deployment_run, "delay", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        deployment = deploy.deployment_request(
+            version=version, environment=environments["dev"], by=alice
+        )
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.PENDING  # saved, not lost, nothing raised
