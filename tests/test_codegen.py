@@ -165,17 +165,10 @@ def _shape(source: str) -> str:
 
 
 FREE_TEXT = [
-    "name",
-    "owner",
-    "team",
-    "team_domain",
-    "description",
-    "runbook_url",
-    "source_table",
-    "target_table",
-    "partition_column",
-    "source_conn_id",
-]
+    "name", "owner", "team", "team_domain", "description", "runbook_url", "source_database",
+    "source_schema", "source_table", "target_table", "partition_column", "source_conn_id",
+    "schedule", "timezone",
+]  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -191,7 +184,6 @@ def test_any_typed_string_stays_data(field, text):
     assert _shape(rendered.source) == _shape(
         codegen.render_dag(ORDERS, target(), version=1, portal_url=PORTAL_URL).source
     )
-    literal = repr(value)
     if field in ("description",):
         assert value["description"] == text
     elif field == "owner":
@@ -206,8 +198,16 @@ def test_any_typed_string_stays_data(field, text):
         assert value["portal"]["pipeline"] == text
     elif field == "source_conn_id":
         assert value["source_conn_id"] == text
-    else:
-        assert text in literal or repr(text)[1:-1] in literal
+    elif field in ("schedule", "timezone"):
+        assert value[field] == text
+    elif field == "source_schema" and text:
+        assert codegen.quote_identifier(text, "postgres") in value["sql"]["select_source"]
+    elif field == "team":
+        assert f"team:{text}" in value["tags"]
+    elif field == "team_domain":
+        assert f"domain:{text}" in value["tags"]
+    else:  # source_database, or an empty source_schema
+        assert text in value["doc_md"] or not text
 
 
 @settings(max_examples=100, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from pipelines.catalog import source_register
 from tests.conftest import make_environment
-from tests.integration.conftest import IT_DIR, dags_folder, unique
+from tests.integration.conftest import IT_DIR, TODAY, dags_folder, unique
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
@@ -101,4 +102,10 @@ def test_create_pipeline_in_the_browser(browser_world, browser_page):
     state = page.locator("#deployment-dev [data-state]")
     expect(state).to_have_text(re.compile("pending|deploying|deployed"))
     expect(state).to_have_text("deployed", timeout=90_000)  # htmx polling shows the change
+
+    page.fill("#id_partition", (TODAY - timedelta(days=3)).isoformat())
+    page.click("button:has-text('Run now')")
+    run_state = page.locator("#run-table [data-state] >> nth=0")
+    expect(run_state).to_have_text(re.compile("pending|queued|running|success"))
+    expect(run_state).to_have_text("success", timeout=120_000)  # polled while the run is active
     page.screenshot(path=str(SCREENSHOTS / "pipeline-page.png"), full_page=True)
