@@ -1,0 +1,228 @@
+"""Health: freshness, SLA and the one-word verdict per pipeline × environment.
+
+Pipeline health (did runs succeed?) and data health (is the newest partition there?) are separate
+axes; the verdict combines them, worst first. Everything here is computed from RunRecord rows
+(synced from Airflow by sync.py) and the schedule, and written to PipelineHealth so that pages
+read one precomputed row per pipeline.
+
+Partitions are naive wall-clock datetimes in the pipeline's zone (see schedule.py); the database
+stores them as if they were UTC (`as_stored` / `from_stored`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from . import schedule
+from .models import PipelineHealth, Verdict
+from .spec import PipelineSpec
+
+# Without an SLA, a partition is expected this long after the fire that loads it.
+DEFAULT_GRACE = timedelta(minutes=60)
+# A pipeline whose success rate over 7 days is below this is a warning even when its last run
+# succeeded: it flaps.
+FLAPPING_SUCCESS_RATE = 0.9
+TERMINAL = frozenset({"success", "failed"})
+
+
+def as_stored(partition: datetime) -> datetime:
+    """Encode a naive wall-clock partition start for a DateTimeField (labelled UTC)."""
+    return partition.replace(tzinfo=UTC)
+
+
+def from_stored(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def grace_for(spec: PipelineSpec) -> timedelta:
+    return timedelta(minutes=spec.sla_minutes) if spec.sla_minutes else DEFAULT_GRACE
+
+
+def wall_to_aware(partition: datetime, tz: str) -> datetime:
+    """The real moment a wall-clock time names (the first one, in a repeated DST hour), in UTC.
+
+    In UTC because Python subtracts two datetimes that share a tzinfo as wall-clock times,
+    ignoring a DST change between them.
+    """
+    return partition.replace(tzinfo=ZoneInfo(tz), fold=0).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    expected_partition: datetime | None  # newest partition that should be complete by now
+    latest_loaded: datetime | None  # newest partition successfully loaded (its start)
+    lag_partitions: int | None  # partitions missing between the two; None: nothing loaded
+    lag_hours: float | None
+
+
+def expected_partition(spec: PipelineSpec, now: datetime) -> datetime | None:
+    """Return the newest partition whose loading fire is at least `grace` in the past."""
+    cutoff = now - grace_for(spec) + timedelta(microseconds=1)
+    try:
+        fire = schedule.previous_fire_time(spec.schedule, spec.timezone, before=cutoff)
+    except Exception:  # croniter finds no earlier fire within its search window
+        return None
+    parts = schedule.partitions_for_fire(spec.schedule, spec.timezone, spec.partition_grain, fire)
+    return parts[-1] if parts else None
+
+
+def freshness(spec: PipelineSpec, latest_loaded: datetime | None, now: datetime) -> Freshness:
+    """Compare the newest loaded partition with the one that should exist now."""
+    expected = expected_partition(spec, now)
+    if expected is None or latest_loaded is None:
+        return Freshness(expected, latest_loaded, None, None)
+    step = schedule.GRAINS[spec.partition_grain]
+    lag, cursor = 0, latest_loaded
+    while cursor < expected:
+        cursor += step
+        lag += 1
+    hours = (
+        wall_to_aware(expected, spec.timezone) - wall_to_aware(latest_loaded, spec.timezone)
+    ).total_seconds() / 3600
+    return Freshness(expected, latest_loaded, lag, max(hours, 0.0))
+
+
+@dataclass(frozen=True)
+class Deadline:
+    fire_time: datetime  # aware
+    deadline: datetime  # aware
+    partitions: tuple[datetime, ...]  # naive wall-clock starts
+
+
+def deadlines_between(spec: PipelineSpec, after: datetime, until: datetime) -> list[Deadline]:
+    """Return the fires whose SLA deadline falls in (after, until], oldest first."""
+    if not spec.sla_minutes:
+        return []
+    sla = timedelta(minutes=spec.sla_minutes)
+    result = []
+    fire = after - sla
+    while True:
+        fire = schedule.next_fire_times(spec.schedule, spec.timezone, 1, after=fire)[0]
+        if fire + sla > until:
+            return result
+        parts = schedule.partitions_for_fire(
+            spec.schedule, spec.timezone, spec.partition_grain, fire
+        )
+        result.append(Deadline(fire, fire + sla, tuple(parts)))
+
+
+def loaded_by(
+    partitions: tuple[datetime, ...],
+    successes: list[tuple[datetime, datetime, datetime]],
+    grain: str,
+    deadline: datetime | None = None,
+) -> datetime | None:
+    """Return when the last of `partitions` was loaded (by `deadline`, if given), else None.
+
+    `successes` are (partition_start, partition_end, end_date) of successful runs.
+    """
+    step = schedule.GRAINS[grain]
+    latest = None
+    for part in partitions:
+        finishes = [
+            end_date
+            for start, end, end_date in successes
+            if start <= part and part + step <= end and (deadline is None or end_date <= deadline)
+        ]
+        if not finishes:
+            return None
+        first = min(finishes)
+        latest = first if latest is None else max(latest, first)
+    return latest
+
+
+@dataclass(frozen=True)
+class RunStats:
+    last_run_state: str
+    last_run_at: datetime | None
+    last_success_at: datetime | None
+    runs_7d: int
+    success_rate_7d: float | None
+    success_rate_30d: float | None
+    p50_duration_s: float | None
+    p95_duration_s: float | None
+    failing_streak: int
+
+
+def run_stats(runs: list[tuple[str, datetime, float | None]], now: datetime) -> RunStats:
+    """Summarise runs given as (state, queued_or_start_time, duration_s), newest first."""
+    week, month = now - timedelta(days=7), now - timedelta(days=30)
+
+    def rate(since: datetime) -> tuple[int, float | None]:
+        done = [state for state, at, _ in runs if at >= since and state in TERMINAL]
+        return len(done), (done.count("success") / len(done) if done else None)
+
+    runs_7d, rate_7d = rate(week)
+    _, rate_30d = rate(month)
+    durations = sorted(d for state, at, d in runs if state == "success" and d and at >= month)
+    streak = 0
+    for state, _, _ in runs:
+        if state == "failed":
+            streak += 1
+        elif state in TERMINAL:
+            break
+    return RunStats(
+        last_run_state=runs[0][0] if runs else "",
+        last_run_at=runs[0][1] if runs else None,
+        last_success_at=next((at for state, at, _ in runs if state == "success"), None),
+        runs_7d=runs_7d,
+        success_rate_7d=rate_7d,
+        success_rate_30d=rate_30d,
+        p50_duration_s=statistics.median(durations) if durations else None,
+        p95_duration_s=percentile(durations, 0.95),
+        failing_streak=streak,
+    )
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted `values`."""
+    if not values:
+        return None
+    index = max(0, min(len(values) - 1, round(q * len(values) + 0.5) - 1))
+    return values[index]
+
+
+def verdict_for(
+    *,
+    stats: RunStats,
+    fresh: Freshness,
+    paused: bool,
+    import_error: bool,
+    open_sla_miss: bool,
+    retrying: bool,
+) -> tuple[str, str]:
+    """Return (verdict, reason). Worst first: a failing pipeline is failing even if paused."""
+    if import_error:
+        return Verdict.FAILING, "Airflow cannot import the DAG file."
+    if stats.failing_streak:
+        runs = "run" if stats.failing_streak == 1 else "runs"
+        return Verdict.FAILING, f"Last {stats.failing_streak} {runs} failed."
+    if open_sla_miss:
+        return Verdict.SLA_MISSED, "A partition was not loaded by its SLA deadline."
+    if paused:
+        return Verdict.PAUSED, "Paused in Airflow."
+    if not stats.last_run_state:
+        return Verdict.NEVER_RUN, "No run yet."
+    if fresh.lag_partitions is None and stats.last_success_at is None:
+        return Verdict.WARNING, "Runs so far loaded nothing."
+    if fresh.lag_partitions and fresh.lag_partitions > 0:
+        many = "partition" if fresh.lag_partitions == 1 else "partitions"
+        return Verdict.STALE, f"{fresh.lag_partitions} {many} behind ({fresh.lag_hours:.1f} h)."
+    if retrying:
+        return Verdict.WARNING, "A task is retrying."
+    if stats.success_rate_7d is not None and stats.success_rate_7d < FLAPPING_SUCCESS_RATE:
+        return Verdict.WARNING, f"Only {stats.success_rate_7d:.0%} of runs succeeded in 7 days."
+    return Verdict.HEALTHY, "Up to date."
+
+
+def sla_state_for(spec: PipelineSpec, *, open_miss: bool, at_risk: bool) -> str:
+    if not spec.sla_minutes:
+        return PipelineHealth.SlaState.NONE
+    if open_miss:
+        return PipelineHealth.SlaState.MISSED
+    if at_risk:
+        return PipelineHealth.SlaState.AT_RISK
+    return PipelineHealth.SlaState.MET
