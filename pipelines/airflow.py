@@ -10,6 +10,7 @@ from /auth/token is fetched lazily and fetched again once on a 401.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -211,3 +212,49 @@ class AirflowClient:
 
     def get_run(self, dag_id: str, dag_run_id: str) -> dict[str, Any]:
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}")
+
+    # --- lists across DAGs (sync) ---------------------------------------------------------------
+    PAGE_SIZE = 100  # Airflow's maximum page size
+
+    def _pages(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Yield every item of a paged list, ordered by id so offsets stay stable.
+
+        New rows get higher ids and land at the end, so paging while Airflow writes skips
+        nothing; an item seen twice is harmless to the idempotent callers.
+        """
+        offset = 0
+        while True:
+            page = {**params, "limit": self.PAGE_SIZE, "offset": offset, "order_by": "id"}
+            body = self.request("GET", path, params=page)
+            items = body.get(key, [])
+            yield from items
+            offset += len(items)
+            if not items or offset >= body.get("total_entries", 0):
+                return
+
+    def runs_updated_since(
+        self, since: datetime, *, dag_id_prefix: str = ""
+    ) -> Iterator[dict[str, Any]]:
+        """Yield DagRuns of every DAG changed at or after `since` (one paged stream)."""
+        params: dict[str, Any] = {"updated_at_gte": since.isoformat()}
+        if dag_id_prefix:
+            params["dag_id_prefix_pattern"] = dag_id_prefix
+        yield from self._pages("/api/v2/dags/~/dagRuns", "dag_runs", params)
+
+    def paused_dag_ids(self, *, dag_id_prefix: str = "") -> set[str]:
+        params: dict[str, Any] = {"paused": "true"}
+        if dag_id_prefix:
+            params["dag_id_prefix_pattern"] = dag_id_prefix
+        return {d["dag_id"] for d in self._pages("/api/v2/dags", "dags", params)}
+
+    def retrying_dag_ids(self, *, dag_id_prefix: str = "") -> set[str]:
+        """DAGs with a task instance waiting to retry (a warning, not yet a failure)."""
+        params: dict[str, Any] = {"state": "up_for_retry"}
+        if dag_id_prefix:
+            params["dag_id_prefix_pattern"] = dag_id_prefix
+        path = "/api/v2/dags/~/dagRuns/~/taskInstances"
+        return {t["dag_id"] for t in self._pages(path, "task_instances", params)}
+
+    def import_error_files(self) -> set[str]:
+        """Bundle-relative paths of every file Airflow cannot import."""
+        return {e["filename"] for e in self._pages("/api/v2/importErrors", "import_errors", {})}

@@ -7,8 +7,9 @@ import logging
 from celery import Task, shared_task
 from django.db import transaction
 
-from . import deploy, runs
+from . import deploy, monitor, runs, sync
 from .airflow import AirflowUnavailable
+from .models import Environment
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,30 @@ def outbox_sweep() -> None:
         run_submit.delay(run_id)
     for run_id in to_refresh:
         run_refresh.delay(run_id)
+
+
+@shared_task
+def health_sync_all() -> None:
+    """Beat: start one sync per environment (each is incremental and locked by a lease)."""
+    for environment_id in Environment.objects.values_list("id", flat=True):
+        environment_sync.delay(environment_id)
+
+
+@shared_task(acks_late=True)
+def environment_sync(environment_id: int) -> None:
+    try:
+        sync.environment_sync(environment_id=environment_id)
+    except AirflowUnavailable:
+        logger.warning("Airflow of environment %s unreachable; health rows say so", environment_id)
+
+
+@shared_task(acks_late=True)
+def sla_evaluate_all() -> None:
+    """Beat: check every SLA deadline that passed, whether or not a run finished."""
+    for environment in Environment.objects.all():
+        changed = monitor.sla_evaluate(environment)
+        if changed:
+            monitor.health_recompute(environment, changed)
 
 
 def enqueue_on_commit(task: Task, *args: object) -> None:

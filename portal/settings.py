@@ -157,6 +157,14 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     # The outbox sweep: rows left PENDING while the broker or Airflow was down are re-enqueued.
     "outbox-sweep": {"task": "pipelines.tasks.outbox_sweep", "schedule": timedelta(seconds=30)},
+    "health-sync": {
+        "task": "pipelines.tasks.health_sync_all",
+        "schedule": timedelta(seconds=env_int("HEALTH_SYNC_SECONDS", 30)),
+    },
+    "sla-evaluate": {
+        "task": "pipelines.tasks.sla_evaluate_all",
+        "schedule": timedelta(seconds=env_int("SLA_EVALUATE_SECONDS", 60)),
+    },
 }
 
 # --- Airflow ------------------------------------------------------------------------------------

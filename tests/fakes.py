@@ -63,3 +63,44 @@ class FakeAirflow:
         if (dag_id, dag_run_id) not in self.runs:
             raise AirflowNotFound("Airflow answered 404", status=404)
         return self.runs[(dag_id, dag_run_id)]
+
+
+class FakeSyncAirflow:
+    """The list endpoints the sync reads, serving runs the test puts in."""
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.paused: set[str] = set()
+        self.retrying: set[str] = set()
+        self.import_errors: set[str] = set()
+        self.down = False
+        self.since_seen: list[datetime] = []
+
+    def add_run(self, dag_id: str, run_id: str, state: str, **fields: Any) -> None:
+        self.runs[(dag_id, run_id)] = {
+            "dag_id": dag_id, "dag_run_id": run_id, "state": state, "run_type": "scheduled",
+            "conf": {}, "logical_date": None, "data_interval_start": None,
+            "data_interval_end": None, "queued_at": None, "start_date": None, "end_date": None,
+            "duration": None, **fields,
+        }  # fmt: skip
+
+    def _check(self) -> None:
+        if self.down:
+            raise AirflowUnavailable("Airflow at http://airflow.invalid is unreachable: refused")
+
+    def runs_updated_since(self, since: datetime, *, dag_id_prefix: str = ""):
+        self._check()
+        self.since_seen.append(since)
+        return [r for (d, _), r in self.runs.items() if d.startswith(dag_id_prefix)]
+
+    def paused_dag_ids(self, *, dag_id_prefix: str = "") -> set[str]:
+        self._check()
+        return set(self.paused)
+
+    def retrying_dag_ids(self, *, dag_id_prefix: str = "") -> set[str]:
+        self._check()
+        return set(self.retrying)
+
+    def import_error_files(self) -> set[str]:
+        self._check()
+        return set(self.import_errors)

@@ -95,11 +95,11 @@ def test_loaded_by_needs_every_partition_before_the_deadline():
     assert health.loaded_by(parts, half, "day") is None
 
 
-def run(state, hours_ago, duration=60.0, now=utc(2026, 11, 20, 12)):
-    return (state, now - timedelta(hours=hours_ago), duration)
-
-
 NOW = utc(2026, 11, 20, 12)
+
+
+def run(state, hours_ago, duration=60.0):
+    return (state, NOW - timedelta(hours=hours_ago), duration)
 
 
 def test_run_stats():

@@ -1,0 +1,291 @@
+"""Write PipelineHealth and SlaMiss rows from RunRecord, in a fixed number of queries per batch.
+
+`health_recompute` rebuilds the rows of the pipelines whose runs or flags changed;
+`sla_evaluate` checks every deadline that passed since the last check, whether or not any run
+finished (a run that never started still misses its SLA).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Max, Q
+from django.utils import timezone
+
+from . import health, schedule
+from .models import (
+    VERDICT_RANK,
+    Deployment,
+    Environment,
+    PipelineHealth,
+    RunRecord,
+    SlaMiss,
+)
+from .spec import PipelineSpec
+
+CHUNK = 1000  # pipeline ids per IN (...) list
+HISTORY = timedelta(days=30)
+SLA_LOOKBACK = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    pipeline_id: int
+    team_id: int
+    owner_id: int
+    spec: PipelineSpec
+    registered_at: datetime
+
+
+def deployed_pipelines(environment: Environment, pipeline_ids: Iterable[int] | None = None):
+    """Return {pipeline_id: Deployed} for the version currently deployed in `environment`."""
+    rows = Deployment.objects.filter(
+        environment=environment, state=Deployment.State.DEPLOYED
+    ).select_related("version__pipeline")
+    if pipeline_ids is not None:
+        rows = rows.filter(version__pipeline_id__in=list(pipeline_ids))
+    result: dict[int, Deployed] = {}
+    for d in rows.order_by("version__number"):
+        p = d.version.pipeline
+        result[p.id] = Deployed(p.id, p.team_id, p.owner_id, d.version.spec, d.registered_at)
+    return result
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for i in range(0, len(ids), CHUNK):
+        yield ids[i : i + CHUNK]
+
+
+UPDATE_FIELDS = [
+    "team", "owner", "verdict", "verdict_rank", "reason", "last_run_state", "last_run_at",
+    "last_success_at", "runs_7d", "success_rate_7d", "success_rate_30d", "p50_duration_s",
+    "p95_duration_s", "failing_streak", "latest_loaded_partition", "expected_partition",
+    "freshness_lag_partitions", "freshness_lag_hours", "next_expected_run", "sla_state",
+    "sla_misses_7d", "computed_at",
+]  # fmt: skip
+
+
+FLAGS = ("is_paused", "retrying", "has_import_error")
+
+
+def health_recompute(
+    environment: Environment,
+    pipeline_ids: Iterable[int] | None = None,
+    *,
+    now: datetime | None = None,
+    flags: dict[str, set[int]] | None = None,
+) -> int:
+    """Recompute the health rows of `pipeline_ids` (all deployed ones if None); return the count.
+
+    `flags` (from a sync) gives, per flag in FLAGS, the pipelines it is set for now; without it
+    the rows keep the flags they have.
+    """
+    now = now or timezone.now()
+    deployed = deployed_pipelines(environment, pipeline_ids)
+    ids = sorted(deployed)
+    existing = {
+        h.pipeline_id: h
+        for chunk in _chunks(ids)
+        for h in PipelineHealth.objects.filter(environment=environment, pipeline_id__in=chunk)
+    }
+    runs: dict[int, list[tuple[str, datetime, float | None]]] = defaultdict(list)
+    loaded_end: dict[int, datetime] = {}
+    open_miss: set[int] = set()
+    misses_7d: dict[int, int] = {}
+    for chunk in _chunks(ids):
+        recent = (
+            RunRecord.objects.filter(
+                environment=environment, pipeline_id__in=chunk, queued_at__gte=now - HISTORY
+            )
+            .order_by("pipeline_id", "-queued_at")
+            .values_list("pipeline_id", "state", "queued_at", "duration_s")
+        )
+        for pipeline_id, state, queued_at, duration in recent:
+            runs[pipeline_id].append((state, queued_at, duration))
+        loaded_end.update(
+            RunRecord.objects.filter(
+                environment=environment, pipeline_id__in=chunk, state="success"
+            )
+            .values("pipeline_id")
+            .annotate(end=Max("partition_end"))
+            .values_list("pipeline_id", "end")
+        )
+        misses = (
+            SlaMiss.objects.filter(environment=environment, pipeline_id__in=chunk)
+            .values("pipeline_id")
+            .annotate(
+                recent=Count("id", filter=Q(fire_time__gte=now - timedelta(days=7))),
+                open=Count("id", filter=Q(loaded_at__isnull=True)),
+            )
+        )
+        for row in misses:
+            misses_7d[row["pipeline_id"]] = row["recent"]
+            if row["open"]:
+                open_miss.add(row["pipeline_id"])
+    rows = []
+    for pipeline_id in ids:
+        d = deployed[pipeline_id]
+        row = existing.get(pipeline_id) or PipelineHealth(
+            pipeline_id=pipeline_id, environment=environment
+        )
+        for flag in FLAGS if flags is not None else ():
+            setattr(row, flag, pipeline_id in flags[flag])
+        _fill(row, d, runs[pipeline_id], loaded_end.get(pipeline_id), now)
+        row.sla_misses_7d = misses_7d.get(pipeline_id, 0)
+        verdict, reason = health.verdict_for(
+            stats=health.run_stats(runs[pipeline_id], now),
+            fresh=health.Freshness(
+                row.expected_partition and health.from_stored(row.expected_partition),
+                row.latest_loaded_partition and health.from_stored(row.latest_loaded_partition),
+                row.freshness_lag_partitions,
+                row.freshness_lag_hours,
+            ),
+            paused=row.is_paused,
+            import_error=row.has_import_error,
+            open_sla_miss=pipeline_id in open_miss,
+            retrying=row.retrying,
+        )
+        at_risk = _sla_at_risk(d.spec, row, now)
+        row.sla_state = health.sla_state_for(
+            d.spec, open_miss=pipeline_id in open_miss, at_risk=at_risk
+        )
+        row.verdict, row.reason, row.verdict_rank = verdict, reason, VERDICT_RANK[verdict]
+        row.computed_at = now
+        rows.append(row)
+    PipelineHealth.objects.bulk_create(
+        rows,
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["pipeline", "environment"],
+        update_fields=UPDATE_FIELDS + (list(FLAGS) if flags is not None else []),
+    )
+    return len(rows)
+
+
+def _fill(row: PipelineHealth, d: Deployed, runs: list, loaded_end: datetime | None, now) -> None:
+    stats = health.run_stats(runs, now)
+    row.team_id, row.owner_id = d.team_id, d.owner_id
+    row.last_run_state, row.last_run_at = stats.last_run_state, stats.last_run_at
+    row.last_success_at, row.runs_7d = stats.last_success_at, stats.runs_7d
+    row.success_rate_7d, row.success_rate_30d = stats.success_rate_7d, stats.success_rate_30d
+    row.p50_duration_s, row.p95_duration_s = stats.p50_duration_s, stats.p95_duration_s
+    row.failing_streak = stats.failing_streak
+    step = schedule.GRAINS[d.spec.partition_grain]
+    latest = health.from_stored(loaded_end) - step if loaded_end else None
+    fresh = health.freshness(d.spec, latest, now)
+    row.latest_loaded_partition = latest and health.as_stored(latest)
+    row.expected_partition = fresh.expected_partition and health.as_stored(fresh.expected_partition)
+    row.freshness_lag_partitions = fresh.lag_partitions
+    row.freshness_lag_hours = fresh.lag_hours
+    row.next_expected_run = schedule.next_fire_times(
+        d.spec.schedule, d.spec.timezone, 1, after=now
+    )[0]
+
+
+def _sla_at_risk(spec: PipelineSpec, row: PipelineHealth, now: datetime) -> bool:
+    """The latest fire's deadline is still ahead but its partitions are not loaded yet."""
+    if not spec.sla_minutes:
+        return False
+    fire = schedule.previous_fire_time(spec.schedule, spec.timezone, before=now)
+    if now >= fire + timedelta(minutes=spec.sla_minutes):
+        return False
+    parts = schedule.partitions_for_fire(spec.schedule, spec.timezone, spec.partition_grain, fire)
+    latest = row.latest_loaded_partition and health.from_stored(row.latest_loaded_partition)
+    return bool(parts) and (latest is None or latest < parts[-1])
+
+
+def sla_evaluate(environment: Environment, *, now: datetime | None = None) -> set[int]:
+    """Record misses for deadlines passed since the last check; mark late loads. Return changed ids.
+
+    Independent of runs finishing: a deadline passes on the clock, and a partition with no
+    successful run by then is a miss whether its run failed, is queued, never started or was
+    never created.
+    """
+    now = now or timezone.now()
+    deployed = {pid: d for pid, d in deployed_pipelines(environment).items() if d.spec.sla_minutes}
+    ids = sorted(deployed)
+    checked = dict(
+        PipelineHealth.objects.filter(environment=environment, pipeline_id__in=ids).values_list(
+            "pipeline_id", "sla_checked_until"
+        )
+    )
+    paused = set(
+        PipelineHealth.objects.filter(
+            environment=environment, pipeline_id__in=ids, is_paused=True
+        ).values_list("pipeline_id", flat=True)
+    )
+    open_misses = list(
+        SlaMiss.objects.filter(environment=environment, loaded_at__isnull=True, pipeline_id__in=ids)
+    )
+    due: dict[int, list[health.Deadline]] = {}
+    for pid in ids:
+        d = deployed[pid]
+        after = max(checked.get(pid) or d.registered_at, now - SLA_LOOKBACK)
+        if pid not in paused and after < now:
+            due[pid] = health.deadlines_between(d.spec, after, now)
+    need = set(due) | {m.pipeline_id for m in open_misses}
+    successes: dict[int, list[tuple[datetime, datetime, datetime]]] = defaultdict(list)
+    for chunk in _chunks(sorted(need)):
+        for pid, start, end, end_date in RunRecord.objects.filter(
+            environment=environment,
+            pipeline_id__in=chunk,
+            state="success",
+            end_date__gte=now - SLA_LOOKBACK - HISTORY,
+        ).values_list("pipeline_id", "partition_start", "partition_end", "end_date"):
+            if start and end and end_date:
+                successes[pid].append(
+                    (health.from_stored(start), health.from_stored(end), end_date)
+                )
+    changed: set[int] = set()
+    new_misses = []
+    for pid, deadlines in due.items():
+        d = deployed[pid]
+        for dl in deadlines:
+            if health.loaded_by(dl.partitions, successes[pid], d.spec.partition_grain, dl.deadline):
+                continue
+            new_misses.append(
+                SlaMiss(
+                    pipeline_id=pid,
+                    environment=environment,
+                    team_id=d.team_id,
+                    fire_time=dl.fire_time,
+                    deadline=dl.deadline,
+                    partition=_describe(dl.partitions, d.spec.partition_grain),
+                    loaded_at=health.loaded_by(
+                        dl.partitions, successes[pid], d.spec.partition_grain
+                    ),
+                    detected_at=now,
+                )
+            )
+            changed.add(pid)
+    SlaMiss.objects.bulk_create(new_misses, batch_size=500, ignore_conflicts=True)
+    late = []
+    for miss in open_misses:
+        d = deployed[miss.pipeline_id]
+        parts = schedule.partitions_for_fire(
+            d.spec.schedule, d.spec.timezone, d.spec.partition_grain, miss.fire_time
+        )
+        miss.loaded_at = health.loaded_by(
+            tuple(parts), successes[miss.pipeline_id], d.spec.partition_grain
+        )
+        if miss.loaded_at:
+            late.append(miss)
+            changed.add(miss.pipeline_id)
+    SlaMiss.objects.bulk_update(late, ["loaded_at"], batch_size=500)
+    for chunk in _chunks(ids):
+        PipelineHealth.objects.filter(environment=environment, pipeline_id__in=chunk).update(
+            sla_checked_until=now
+        )
+    return changed
+
+
+def _describe(partitions: tuple[datetime, ...], grain: str) -> str:
+    if not partitions:
+        return ""
+    first = schedule.format_partition(partitions[0], grain)
+    if len(partitions) == 1:
+        return first
+    return f"{first}…{schedule.format_partition(partitions[-1], grain)}"

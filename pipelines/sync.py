@@ -1,0 +1,198 @@
+"""Sync one environment's runs from Airflow into RunRecord, then refresh what changed.
+
+Incremental: one paged stream of "runs changed since the watermark" across all DAGs
+(`/dags/~/dagRuns?updated_at_gte=`), not one call per DAG. The watermark is the start time of
+the last successful sync minus an overlap, so a run updated while a sync was reading is read again
+next time; upserts make that harmless. Safe to run twice at once: a lease on SyncState lets one
+sync per environment work, the other returns at once. When Airflow is unreachable nothing is
+reset: the health rows keep their values and say since when the orchestrator is unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from . import health, monitor, schedule
+from .airflow import AirflowClient, AirflowError, AirflowUnavailable
+from .models import Environment, PipelineHealth, RunRecord, SyncState
+
+logger = logging.getLogger(__name__)
+OVERLAP = timedelta(seconds=60)
+FIRST_SYNC_LOOKBACK = timedelta(days=30)
+LEASE = timedelta(minutes=5)
+RUN_FIELDS = [
+    "pipeline", "run_type", "state", "logical_date", "data_interval_start", "data_interval_end",
+    "queued_at", "start_date", "end_date", "duration_s", "partition_start", "partition_end",
+    "synced_at",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    runs_seen: int = 0
+    runs_written: int = 0
+    pipelines_recomputed: int = 0
+    skipped: bool = False
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def run_partitions(run: dict[str, Any], spec: Any) -> tuple[datetime | None, datetime | None]:
+    """Return the [start, end) partitions a DagRun loads, by the DAG template's own rule."""
+    step = schedule.GRAINS[spec.partition_grain]
+    requested = (run.get("conf") or {}).get("partition")
+    if requested:
+        try:
+            start = schedule.parse_partition(str(requested), spec.partition_grain)
+        except schedule.ScheduleError:
+            return None, None
+        return start, start + step
+    start, end = _parse(run.get("data_interval_start")), _parse(run.get("data_interval_end"))
+    if start is None or end is None:
+        return None, None
+    lo = schedule.floor_to_grain(start, spec.partition_grain, spec.timezone)
+    hi = schedule.floor_to_grain(end, spec.partition_grain, spec.timezone)
+    return (lo, hi) if lo < hi else (None, None)
+
+
+def to_record(
+    run: dict[str, Any], *, environment: Environment, pipeline_id: int, spec: Any, now: datetime
+) -> RunRecord:
+    start, end = run_partitions(run, spec)
+    queued = _parse(run.get("queued_at")) or _parse(run.get("run_after")) or now
+    return RunRecord(
+        environment=environment,
+        pipeline_id=pipeline_id,
+        dag_id=run["dag_id"],
+        dag_run_id=run["dag_run_id"],
+        run_type=run.get("run_type") or "",
+        state=run.get("state") or "",
+        logical_date=_parse(run.get("logical_date")),
+        data_interval_start=_parse(run.get("data_interval_start")),
+        data_interval_end=_parse(run.get("data_interval_end")),
+        queued_at=queued,
+        start_date=_parse(run.get("start_date")),
+        end_date=_parse(run.get("end_date")),
+        duration_s=run.get("duration"),
+        partition_start=start and health.as_stored(start),
+        partition_end=end and health.as_stored(end),
+        synced_at=now,
+    )
+
+
+def _claim(environment: Environment, now: datetime) -> SyncState | None:
+    state, _ = SyncState.objects.get_or_create(environment=environment)
+    claimed = SyncState.objects.filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lte=now), id=state.id
+    ).update(lease_until=now + LEASE, last_started_at=now)
+    if not claimed:
+        return None
+    state.refresh_from_db()
+    return state
+
+
+def environment_sync(*, environment_id: int, client: AirflowClient | None = None) -> SyncResult:
+    """Pull runs changed since the watermark, upsert them, recompute the pipelines they touch."""
+    environment = Environment.objects.get(id=environment_id)
+    started = timezone.now()
+    state = _claim(environment, started)
+    if state is None:
+        return SyncResult(skipped=True)
+    client = client or AirflowClient.for_environment(environment)
+    since = state.watermark - OVERLAP if state.watermark else started - FIRST_SYNC_LOOKBACK
+    deployed = monitor.deployed_pipelines(environment)
+    by_dag = {environment.dag_id_for(d.spec.name): d for d in deployed.values()}
+    prefix = environment.dag_id_prefix
+    try:
+        records, seen = [], 0
+        for run in client.runs_updated_since(since, dag_id_prefix=prefix):
+            seen += 1
+            d = by_dag.get(run.get("dag_id"))
+            if d is not None:
+                record = to_record(
+                    run,
+                    environment=environment,
+                    pipeline_id=d.pipeline_id,
+                    spec=d.spec,
+                    now=started,
+                )
+                records.append(record)
+        ids = {dag_id: d.pipeline_id for dag_id, d in by_dag.items()}
+        import_errors = {PurePosixPath(f).stem for f in client.import_error_files()}
+        flags = {
+            "is_paused": _ours(client.paused_dag_ids(dag_id_prefix=prefix), ids),
+            "retrying": _ours(client.retrying_dag_ids(dag_id_prefix=prefix), ids),
+            "has_import_error": _ours(import_errors, ids),
+        }
+    except AirflowUnavailable as exc:
+        _mark_unreachable(environment, state, started, str(exc))
+        raise
+    except AirflowError as exc:
+        SyncState.objects.filter(id=state.id).update(lease_until=None, last_error=exc.message)
+        raise
+    RunRecord.objects.bulk_create(
+        records,
+        batch_size=1000,
+        update_conflicts=True,
+        unique_fields=["environment", "dag_id", "dag_run_id"],
+        update_fields=RUN_FIELDS,
+    )
+    changed = {r.pipeline_id for r in records} | _flags_changed(environment, set(deployed), flags)
+    recomputed = (
+        monitor.health_recompute(environment, changed, now=started, flags=flags) if changed else 0
+    )
+    PipelineHealth.objects.filter(
+        environment=environment, orchestrator_unreachable_since__isnull=False
+    ).update(orchestrator_unreachable_since=None)
+    SyncState.objects.filter(id=state.id).update(
+        watermark=started,
+        lease_until=None,
+        last_finished_at=timezone.now(),
+        last_runs_seen=seen,
+        last_error="",
+        unreachable_since=None,
+    )
+    return SyncResult(runs_seen=seen, runs_written=len(records), pipelines_recomputed=recomputed)
+
+
+def _ours(dag_ids: set[str], ids: dict[str, int]) -> set[int]:
+    return {ids[dag_id] for dag_id in dag_ids if dag_id in ids}
+
+
+def _flags_changed(
+    environment: Environment, deployed: set[int], flags: dict[str, set[int]]
+) -> set[int]:
+    """Return the pipelines with no health row yet or whose paused/retrying/import flags moved."""
+    current = {
+        pid: dict(zip(monitor.FLAGS, values, strict=True))
+        for pid, *values in PipelineHealth.objects.filter(environment=environment).values_list(
+            "pipeline_id", *monitor.FLAGS
+        )
+    }
+    return {
+        pid
+        for pid in deployed
+        if pid not in current
+        or any(current[pid][flag] != (pid in flags[flag]) for flag in monitor.FLAGS)
+    }
+
+
+def _mark_unreachable(
+    environment: Environment, state: SyncState, now: datetime, error: str
+) -> None:
+    since = state.unreachable_since or now
+    SyncState.objects.filter(id=state.id).update(
+        lease_until=None, unreachable_since=since, last_error=error
+    )
+    PipelineHealth.objects.filter(
+        environment=environment, orchestrator_unreachable_since__isnull=True
+    ).update(orchestrator_unreachable_since=since)

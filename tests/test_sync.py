@@ -1,0 +1,199 @@
+"""Sync from Airflow into RunRecord, health recompute and SLA evaluation, on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+
+from pipelines import deploy, monitor, services, sync
+from pipelines.airflow import AirflowUnavailable
+from pipelines.forms import PipelineForm
+from pipelines.models import Deployment, PipelineHealth, RunRecord, SlaMiss, SyncState, Verdict
+from tests.conftest import pipeline_payload
+from tests.fakes import FakeSyncAirflow
+
+DAG = "orders_daily"
+
+
+def utc(*args):
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.fixture
+def deployed(alice, orders, environments, fake_airflow):
+    """orders-daily (daily 02:00 UTC, SLA 60 min) deployed to dev on 2026-11-09 at 12:00 UTC."""
+    with time_machine.travel(utc(2026, 11, 9, 12), tick=False):
+        form = PipelineForm(pipeline_payload(sla_minutes=60), user=alice)
+        assert form.is_valid(), form.errors
+        pipeline = services.pipeline_create(spec=form.spec, by=alice)
+        d = deploy.deployment_request(
+            version=pipeline.versions.get(), environment=environments["dev"], by=alice
+        )
+        deploy.deployment_run(deployment_id=d.id)
+    assert Deployment.objects.get().state == "deployed"
+    return pipeline
+
+
+@pytest.fixture
+def airflow():
+    return FakeSyncAirflow()
+
+
+def scheduled(airflow, day: int, state: str = "success", *, finished: datetime | None = None):
+    """The scheduled run that fires on 11-`day` 02:00 and loads 11-(`day`-1)."""
+    fire = utc(2026, 11, day, 2)
+    airflow.add_run(
+        DAG,
+        f"scheduled__{fire.isoformat()}",
+        state,
+        data_interval_start=utc(2026, 11, day - 1, 2).isoformat(),
+        data_interval_end=fire.isoformat(),
+        queued_at=fire.isoformat(),
+        start_date=fire.isoformat(),
+        end_date=(finished or utc(2026, 11, day, 2, 5)).isoformat()
+        if state in ("success", "failed")
+        else None,
+        duration=300.0 if state in ("success", "failed") else None,
+    )
+
+
+def do_sync(environments, airflow, when):
+    with time_machine.travel(when, tick=False):
+        return sync.environment_sync(environment_id=environments["dev"].id, client=airflow)
+
+
+def health(pipeline):
+    return PipelineHealth.objects.get(pipeline=pipeline)
+
+
+def test_sync_records_runs_with_their_partitions_and_is_idempotent(deployed, environments, airflow):
+    scheduled(airflow, 10)
+    airflow.add_run(
+        DAG,
+        "portal__x",
+        "success",
+        conf={"partition": "2026-11-03"},
+        queued_at=utc(2026, 11, 10, 9).isoformat(),
+        end_date=utc(2026, 11, 10, 9, 1).isoformat(),
+    )
+    first = do_sync(environments, airflow, utc(2026, 11, 10, 12))
+    assert (first.runs_seen, first.runs_written) == (2, 2)
+    by_id = {r.dag_run_id: r for r in RunRecord.objects.all()}
+    scheduled_run = by_id["scheduled__2026-11-10T02:00:00+00:00"]
+    assert scheduled_run.partition_start == utc(2026, 11, 9)  # wall clock, stored as UTC
+    assert scheduled_run.partition_end == utc(2026, 11, 10)
+    assert by_id["portal__x"].partition_start == utc(2026, 11, 3)
+    do_sync(environments, airflow, utc(2026, 11, 10, 12, 1))
+    assert RunRecord.objects.count() == 2
+    row = health(deployed)
+    assert row.verdict == Verdict.HEALTHY, row.reason
+    assert row.latest_loaded_partition == utc(2026, 11, 9)
+    assert row.freshness_lag_partitions == 0
+    assert row.next_expected_run == utc(2026, 11, 11, 2)
+
+
+def test_watermark_moves_with_an_overlap(deployed, environments, airflow):
+    do_sync(environments, airflow, utc(2026, 11, 10, 12))
+    do_sync(environments, airflow, utc(2026, 11, 10, 12, 5))
+    assert airflow.since_seen[1] == utc(2026, 11, 10, 12) - sync.OVERLAP
+
+
+def test_failed_run_then_success(deployed, environments, airflow):
+    scheduled(airflow, 10, "failed")
+    do_sync(environments, airflow, utc(2026, 11, 10, 3))
+    row = health(deployed)
+    assert row.verdict == Verdict.FAILING
+    assert row.failing_streak == 1
+    scheduled(airflow, 11)
+    do_sync(environments, airflow, utc(2026, 11, 11, 3))
+    row = health(deployed)
+    assert row.failing_streak == 0
+    assert row.success_rate_7d == 0.5
+
+
+def test_stale_when_the_expected_partition_is_missing(deployed, environments, airflow):
+    scheduled(airflow, 10)
+    do_sync(environments, airflow, utc(2026, 11, 12, 12))  # 11-10 and 11-11 should be loaded
+    row = health(deployed)
+    assert row.verdict == Verdict.STALE
+    assert row.freshness_lag_partitions == 2
+    assert row.expected_partition == utc(2026, 11, 11)
+
+
+def test_paused_retrying_and_import_error_flags(deployed, environments, airflow):
+    scheduled(airflow, 10)
+    do_sync(environments, airflow, utc(2026, 11, 10, 12))
+    airflow.paused.add(DAG)
+    do_sync(environments, airflow, utc(2026, 11, 10, 12, 1))
+    assert health(deployed).verdict == Verdict.PAUSED
+    airflow.paused.clear()
+    airflow.import_errors.add("dev/orders_daily.py")
+    do_sync(environments, airflow, utc(2026, 11, 10, 12, 2))
+    assert health(deployed).verdict == Verdict.FAILING
+    assert "cannot import" in health(deployed).reason
+
+
+def test_two_syncs_at_once_one_works(deployed, environments, airflow):
+    SyncState.objects.create(environment=environments["dev"], lease_until=utc(2030, 1, 1))
+    result = do_sync(environments, airflow, utc(2026, 11, 10, 12))
+    assert result.skipped
+    assert airflow.since_seen == []
+
+
+def test_airflow_down_keeps_health_and_says_since_when(deployed, environments, airflow):
+    scheduled(airflow, 10)
+    do_sync(environments, airflow, utc(2026, 11, 10, 12))
+    airflow.down = True
+    with pytest.raises(AirflowUnavailable):
+        do_sync(environments, airflow, utc(2026, 11, 10, 12, 5))
+    with pytest.raises(AirflowUnavailable):
+        do_sync(environments, airflow, utc(2026, 11, 10, 12, 10))
+    row = health(deployed)
+    assert row.verdict == Verdict.HEALTHY  # nothing reset to unknown
+    assert row.orchestrator_unreachable_since == utc(2026, 11, 10, 12, 5)
+    assert SyncState.objects.get().unreachable_since == utc(2026, 11, 10, 12, 5)
+    airflow.down = False
+    do_sync(environments, airflow, utc(2026, 11, 10, 12, 15))
+    assert health(deployed).orchestrator_unreachable_since is None
+
+
+def test_sla_miss_without_any_run_then_late_load(deployed, environments, airflow):
+    env = environments["dev"]
+    do_sync(environments, airflow, utc(2026, 11, 10, 2, 30))
+    with time_machine.travel(utc(2026, 11, 10, 2, 59), tick=False):
+        assert monitor.sla_evaluate(env) == set()
+        monitor.health_recompute(env)
+    assert health(deployed).sla_state == "at_risk"
+    with time_machine.travel(utc(2026, 11, 10, 3, 1), tick=False):
+        changed = monitor.sla_evaluate(env)
+        monitor.health_recompute(env, changed)
+    (miss,) = SlaMiss.objects.all()
+    assert miss.fire_time == utc(2026, 11, 10, 2)
+    assert miss.deadline == utc(2026, 11, 10, 3)
+    assert miss.partition == "2026-11-09"
+    assert miss.loaded_at is None  # never started
+    assert health(deployed).verdict == Verdict.SLA_MISSED
+    with time_machine.travel(utc(2026, 11, 10, 3, 2), tick=False):
+        monitor.sla_evaluate(env)  # evaluating again records nothing twice
+    assert SlaMiss.objects.count() == 1
+    scheduled(airflow, 10, finished=utc(2026, 11, 10, 3, 20))
+    do_sync(environments, airflow, utc(2026, 11, 10, 3, 30))
+    with time_machine.travel(utc(2026, 11, 10, 3, 31), tick=False):
+        changed = monitor.sla_evaluate(env)
+        monitor.health_recompute(env, changed)
+    miss.refresh_from_db()
+    assert miss.loaded_at == utc(2026, 11, 10, 3, 20)
+    row = health(deployed)
+    assert row.sla_state == "met"
+    assert row.verdict == Verdict.HEALTHY
+    assert row.sla_misses_7d == 1
+
+
+def test_sla_met_when_loaded_in_time(deployed, environments, airflow):
+    scheduled(airflow, 10, finished=utc(2026, 11, 10, 2, 40))
+    do_sync(environments, airflow, utc(2026, 11, 10, 2, 45))
+    with time_machine.travel(utc(2026, 11, 10, 3, 1), tick=False):
+        monitor.sla_evaluate(environments["dev"])
+    assert not SlaMiss.objects.exists()
