@@ -41,6 +41,7 @@ AIRFLOW_REQUIREMENTS = [
 ]
 
 _MARKER = "portal-requirements.sha256"
+BUNDLE_REFRESH_CHECK_INTERVAL = 1  # seconds
 # Components that must report "healthy" before the instance is usable: the API answers, the
 # scheduler queues runs and the dag-processor discovers files. The triggerer is not needed.
 _REQUIRED_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
@@ -221,6 +222,11 @@ class LocalAirflow:
                 "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
                 # Default 300 s: a new file would take minutes to appear.
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(self.refresh_interval),
+                # How often the processor asks whether a folder scan is due (default 5 s, which
+                # would make any refresh_interval below 5 act like 5).
+                "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": str(
+                    BUNDLE_REFRESH_CHECK_INTERVAL
+                ),
                 # The scheduler and triggerer serve task logs on 8793/8794 by default (all
                 # interfaces); derive them from the API port so two instances can coexist.
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port + 1),
