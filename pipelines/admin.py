@@ -74,3 +74,44 @@ class RunRequestAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["user", "name", "prefix", "created_at", "last_used_at"]
     readonly_fields = ["prefix", "key_sha256"]
+
+
+class AlertDeliveryInline(admin.TabularInline):
+    model = models.AlertDelivery
+    extra = 0
+    can_delete = False
+    readonly_fields = [
+        "event",
+        "channel",
+        "target",
+        "state",
+        "attempts",
+        "error",
+        "created_at",
+        "sent_at",
+    ]
+    fields = readonly_fields
+
+
+@admin.register(models.Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = [
+        "pipeline",
+        "environment",
+        "kind",
+        "severity",
+        "state",
+        "opened_at",
+        "resolved_at",
+        "notify_count",
+    ]
+    list_filter = ["state", "severity", "kind", "environment", "team"]
+    search_fields = ["pipeline__slug", "key"]
+    readonly_fields = [f.name for f in models.Alert._meta.fields]
+    inlines = [AlertDeliveryInline]
+
+
+@admin.register(models.AlertDelivery)
+class AlertDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["alert", "event", "channel", "target", "state", "attempts", "created_at"]
+    list_filter = ["state", "channel", "event"]

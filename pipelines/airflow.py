@@ -216,7 +216,9 @@ class AirflowClient:
     # --- lists across DAGs (sync) ---------------------------------------------------------------
     PAGE_SIZE = 100  # Airflow's maximum page size
 
-    def _pages(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, path: str, key: str, params: dict[str, Any], *, order_by: str = "id"
+    ) -> Iterator[dict[str, Any]]:
         """Yield every item of a paged list, ordered by id so offsets stay stable.
 
         New rows get higher ids and land at the end, so paging while Airflow writes skips
@@ -224,7 +226,7 @@ class AirflowClient:
         """
         offset = 0
         while True:
-            page = {**params, "limit": self.PAGE_SIZE, "offset": offset, "order_by": "id"}
+            page = {**params, "limit": self.PAGE_SIZE, "offset": offset, "order_by": order_by}
             body = self.request("GET", path, params=page)
             items = body.get(key, [])
             yield from items
@@ -245,7 +247,9 @@ class AirflowClient:
         params: dict[str, Any] = {"paused": "true"}
         if dag_id_prefix:
             params["dag_id_prefix_pattern"] = dag_id_prefix
-        return {d["dag_id"] for d in self._pages("/api/v2/dags", "dags", params)}
+        # /dags sorts by dag_id, its key: it answers 400 to order_by=id.
+        dags = self._pages("/api/v2/dags", "dags", params, order_by="dag_id")
+        return {d["dag_id"] for d in dags}
 
     def retrying_dag_ids(self, *, dag_id_prefix: str = "") -> set[str]:
         """DAGs with a task instance waiting to retry (a warning, not yet a failure)."""

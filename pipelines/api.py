@@ -13,7 +13,7 @@ from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
-from . import deploy, runs, services
+from . import deploy, runs, selectors, services
 from .codegen import CodegenError
 from .forms import PipelineForm, RunNowForm
 from .models import Deployment, Environment, Pipeline, RunRequest
@@ -231,3 +231,71 @@ def run_get(request: HttpRequest, run_id: int) -> Any:
     run = get_object_or_404(RunRequest.objects.select_related("pipeline", "environment"), id=run_id)
     runs.refresh_if_stale(run)
     return run_out(run)
+
+
+def _partition(value: Any) -> str | None:
+    from .templatetags.portal import partition
+
+    return None if value is None else partition(value)
+
+
+def health_out(h: Any) -> dict[str, Any]:
+    return {
+        "pipeline": h.pipeline.slug,
+        "environment": h.environment.slug,
+        "team": h.team.slug,
+        "owner": h.owner.username,
+        "verdict": h.verdict,
+        "reason": h.reason,
+        "last_run_state": h.last_run_state or None,
+        "last_run_at": h.last_run_at,
+        "last_success_at": h.last_success_at,
+        "success_rate_7d": h.success_rate_7d,
+        "success_rate_30d": h.success_rate_30d,
+        "p50_duration_s": h.p50_duration_s,
+        "p95_duration_s": h.p95_duration_s,
+        "failing_streak": h.failing_streak,
+        "freshness_lag_partitions": h.freshness_lag_partitions,
+        "freshness_lag_hours": h.freshness_lag_hours,
+        "latest_loaded_partition": _partition(h.latest_loaded_partition),
+        "expected_partition": _partition(h.expected_partition),
+        "next_expected_run": h.next_expected_run,
+        "sla_state": h.sla_state,
+        "sla_misses_7d": h.sla_misses_7d,
+        "is_paused": h.is_paused,
+        "orchestrator_unreachable_since": h.orchestrator_unreachable_since,
+        "computed_at": h.computed_at,
+    }
+
+
+@api.get("/health", response=dict)
+def health_list(
+    request: HttpRequest,
+    team: str = "",
+    environment: str = "",
+    verdict: str = "",
+    owner: str = "",
+    sort: str = "worst",
+    page: int = 1,
+) -> Any:
+    """One object per pipeline × environment, worst first; 50 per page."""
+    if verdict and verdict not in selectors.Verdict.values:
+        allowed = ", ".join(selectors.Verdict.values)
+        return errors_response(request, {"verdict": [f"Use one of: {allowed}."]})
+    if sort not in selectors.HEALTH_SORTS:
+        return errors_response(
+            request, {"sort": [f"Use one of: {', '.join(selectors.HEALTH_SORTS)}."]}
+        )
+    filters = selectors.HealthFilters(
+        team=team, environment=environment, owner=owner, verdict=verdict, sort=sort, page=page
+    )
+    paginator = selectors.Paginator(selectors.health_queryset(filters), selectors.PER_PAGE)
+    if page > max(paginator.num_pages, 1) or page < 1:
+        return errors_response(request, {"page": [f"There are {paginator.num_pages} pages."]})
+    current = paginator.page(page) if paginator.count else []
+    return {
+        "count": paginator.count,
+        "page": page,
+        "pages": paginator.num_pages,
+        "results": [health_out(h) for h in current],
+    }

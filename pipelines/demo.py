@@ -115,6 +115,7 @@ def seed_demo(*, today: date, airflow_url: str, dags_root: Path) -> None:
                 "warehouse_dialect": "sqlite",
                 "target_schema": "",
                 "requires_approval": approval,
+                "pages_oncall": slug == "prod",
             },
         )
     build_source(source_path(), today)

@@ -18,6 +18,17 @@ class Team(models.Model):
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
     )
+    # Alert routing (alerts.py): pages in an environment that pages on-call go to the on-call
+    # targets, everything else to the quiet ones. Webhook URLs are secrets: only the *name* of
+    # the environment variable holding one is stored.
+    oncall_email = models.EmailField(blank=True)
+    oncall_webhook_env = models.CharField(
+        max_length=100, blank=True, help_text="Env variable holding the on-call webhook URL."
+    )
+    quiet_email = models.EmailField(blank=True)
+    quiet_webhook_env = models.CharField(
+        max_length=100, blank=True, help_text="Env variable holding the quiet webhook URL."
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -137,6 +148,9 @@ class Environment(models.Model):
     target_schema = models.CharField(max_length=63, blank=True)
     alert_channel = models.CharField(max_length=200, blank=True)
     requires_approval = models.BooleanField(default=False)
+    pages_oncall = models.BooleanField(
+        default=False, help_text="Pages here go to the teams' on-call targets (prod)."
+    )
 
     class Meta:
         ordering = ["order"]
@@ -163,6 +177,9 @@ class Pipeline(models.Model):
     )
     source_table = models.ForeignKey(SourceTable, on_delete=models.PROTECT)
     target_table = models.CharField(max_length=63, unique=True)
+    # Copied from the newest version so dashboards can filter without reading spec JSON.
+    sla_minutes = models.PositiveIntegerField(null=True, blank=True)
+    runbook_url = models.URLField(max_length=500, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
@@ -415,7 +432,12 @@ class PipelineHealth(models.Model):
     next_expected_run = models.DateTimeField(null=True, blank=True)
     sla_state = models.CharField(max_length=20, choices=SlaState.choices, default=SlaState.NONE)
     sla_misses_7d = models.PositiveIntegerField(default=0)
+    sla_misses_30d = models.PositiveIntegerField(default=0)
+    sla_deadlines_30d = models.PositiveIntegerField(default=0)
     sla_checked_until = models.DateTimeField(null=True, blank=True)
+    refresh_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the clock alone changes this row (a fire, a grace)."
+    )
     orchestrator_unreachable_since = models.DateTimeField(null=True, blank=True)
     computed_at = models.DateTimeField(null=True, blank=True)
 
@@ -426,6 +448,7 @@ class PipelineHealth(models.Model):
             )
         ]
         indexes = [
+            models.Index(fields=["refresh_at"], name="health_refresh_due"),
             models.Index(fields=["verdict_rank", "pipeline"], name="health_worst_first"),
             models.Index(fields=["environment", "verdict_rank"], name="health_env_worst"),
             models.Index(fields=["team", "verdict_rank"], name="health_team_worst"),
@@ -443,7 +466,8 @@ class SlaMiss(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
     fire_time = models.DateTimeField()
     deadline = models.DateTimeField()
-    partition = models.CharField(max_length=20)
+    partition = models.CharField(max_length=50)
+    partition_start = models.DateTimeField(null=True, help_text="First partition, wall clock.")
     loaded_at = models.DateTimeField(null=True, blank=True, help_text="When it finally loaded.")
     detected_at = models.DateTimeField()
 
@@ -474,3 +498,106 @@ class SyncState(models.Model):
 
     def __str__(self) -> str:
         return f"sync {self.environment_id} @ {self.watermark}"
+
+
+# --- Alerts (issue 4): one row per condition while it holds; deliveries are its outbox -------
+
+
+class Alert(models.Model):
+    """One condition of one pipeline in one environment, from when it opened until it cleared.
+
+    At most one open alert per `key` (pipeline × environment × kind): the partial unique
+    constraint is what keeps two evaluations running at once from opening it twice.
+    """
+
+    class Kind(models.TextChoices):
+        IMPORT_ERROR = "import_error", "Import error"
+        RUN_FAILED = "run_failed", "Run failed"
+        SLA_MISSED = "sla_missed", "SLA missed"
+        STALE = "stale", "Data stale"
+        RETRYING = "retrying", "Retrying"
+
+    class Severity(models.TextChoices):
+        PAGE = "page", "Page"
+        WARNING = "warning", "Warning"
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    key = models.CharField(max_length=100, help_text="pipeline:environment:kind")
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="alerts")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    summary = models.CharField(max_length=300)
+    detail = models.TextField(blank=True)
+    runbook_url = models.URLField(max_length=500, blank=True)
+    portal_url = models.URLField(max_length=500)
+    opened_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last opened/reminder/escalated message (not resolved)."
+    )
+    notify_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"], condition=models.Q(state="open"), name="alert_one_open_per_key"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["environment", "state"], name="alert_env_state"),
+            models.Index(fields=["key", "-resolved_at"], name="alert_key_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.severity} {self.state}"
+
+    @staticmethod
+    def key_for(pipeline_id: int, environment_id: int, kind: str) -> str:
+        return f"{pipeline_id}:{environment_id}:{kind}"
+
+
+class AlertDelivery(models.Model):
+    """One message about an alert to one target; the row is the outbox the deliver task reads."""
+
+    class Event(models.TextChoices):
+        OPENED = "opened", "Opened"
+        REMINDER = "reminder", "Reminder"
+        ESCALATED = "escalated", "Escalated"
+        RESOLVED = "resolved", "Resolved"
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=20, choices=Event.choices)
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    target = models.CharField(
+        max_length=254, help_text="Email address, or the env variable holding the webhook URL."
+    )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["state", "lease_until"], name="alertdelivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.channel}:{self.target} {self.state}"

@@ -7,6 +7,7 @@ finished (a run that never started still misses its SLA).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ UPDATE_FIELDS = [
     "last_success_at", "runs_7d", "success_rate_7d", "success_rate_30d", "p50_duration_s",
     "p95_duration_s", "failing_streak", "latest_loaded_partition", "expected_partition",
     "freshness_lag_partitions", "freshness_lag_hours", "next_expected_run", "sla_state",
-    "sla_misses_7d", "computed_at",
+    "sla_misses_7d", "sla_misses_30d", "sla_deadlines_30d", "refresh_at", "computed_at",
 ]  # fmt: skip
 
 
@@ -95,6 +96,7 @@ def health_recompute(
     loaded_end: dict[int, datetime] = {}
     open_miss: set[int] = set()
     misses_7d: dict[int, int] = {}
+    misses_30d: dict[int, int] = {}
     for chunk in _chunks(ids):
         recent = (
             RunRecord.objects.filter(
@@ -118,11 +120,13 @@ def health_recompute(
             .values("pipeline_id")
             .annotate(
                 recent=Count("id", filter=Q(fire_time__gte=now - timedelta(days=7))),
+                month=Count("id", filter=Q(fire_time__gte=now - HISTORY)),
                 open=Count("id", filter=Q(loaded_at__isnull=True)),
             )
         )
         for row in misses:
             misses_7d[row["pipeline_id"]] = row["recent"]
+            misses_30d[row["pipeline_id"]] = row["month"]
             if row["open"]:
                 open_miss.add(row["pipeline_id"])
     rows = []
@@ -135,6 +139,14 @@ def health_recompute(
             setattr(row, flag, pipeline_id in flags[flag])
         _fill(row, d, runs[pipeline_id], loaded_end.get(pipeline_id), now)
         row.sla_misses_7d = misses_7d.get(pipeline_id, 0)
+        row.sla_misses_30d = misses_30d.get(pipeline_id, 0)
+        row.sla_deadlines_30d = deadline_count(
+            d.spec.schedule,
+            d.spec.timezone,
+            d.spec.sla_minutes,
+            max(d.registered_at, now - HISTORY),
+            now,
+        )
         verdict, reason = health.verdict_for(
             stats=health.run_stats(runs[pipeline_id], now),
             fresh=health.Freshness(
@@ -183,6 +195,44 @@ def _fill(row: PipelineHealth, d: Deployed, runs: list, loaded_end: datetime | N
     row.next_expected_run = schedule.next_fire_times(
         d.spec.schedule, d.spec.timezone, 1, after=now
     )[0]
+    row.refresh_at = refresh_at(d.spec, row.next_expected_run, now)
+
+
+def refresh_at(spec: PipelineSpec, next_fire: datetime, now: datetime) -> datetime:
+    """When the clock alone next changes a row: the next fire (SLA at risk, next run) or the
+    end of a grace (the expected partition moves, a deadline passes)."""
+    grace = health.grace_for(spec)
+    last_fire = schedule.previous_fire_time(spec.schedule, spec.timezone, before=now)
+    moments = [next_fire, next_fire + grace]
+    if last_fire + grace > now:
+        moments.append(last_fire + grace)
+    return min(moments)
+
+
+@functools.lru_cache(maxsize=4096)
+def deadline_count(
+    cron: str, tz: str, sla_minutes: int | None, after: datetime, until: datetime
+) -> int:
+    """How many SLA deadlines fell in (after, until]; cached, as most pipelines share schedules."""
+    if not sla_minutes:
+        return 0
+    sla = timedelta(minutes=sla_minutes)
+    fires = 0
+    fire = after - sla
+    while True:
+        fire = schedule.next_fire_times(cron, tz, 1, after=fire)[0]
+        if fire + sla > until:
+            return fires
+        fires += 1
+
+
+def due_for_refresh(environment: Environment, now: datetime) -> list[int]:
+    """Pipelines whose health the clock has changed since it was computed."""
+    return list(
+        PipelineHealth.objects.filter(environment=environment, refresh_at__lte=now).values_list(
+            "pipeline_id", flat=True
+        )
+    )
 
 
 def _sla_at_risk(spec: PipelineSpec, row: PipelineHealth, now: datetime) -> bool:
@@ -254,6 +304,7 @@ def sla_evaluate(environment: Environment, *, now: datetime | None = None) -> se
                     fire_time=dl.fire_time,
                     deadline=dl.deadline,
                     partition=_describe(dl.partitions, d.spec.partition_grain),
+                    partition_start=dl.partitions and health.as_stored(dl.partitions[0]),
                     loaded_at=health.loaded_by(
                         dl.partitions, successes[pid], d.spec.partition_grain
                     ),

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Prefetch
+from django.core.paginator import Paginator
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
-from .models import Deployment, Environment, Pipeline, PipelineVersion, RunRequest, SourceTable
+from .models import (
+    Deployment,
+    Environment,
+    Pipeline,
+    PipelineHealth,
+    PipelineVersion,
+    RunRequest,
+    SourceTable,
+    Team,
+    Verdict,
+)
 
 
 def pipeline_list() -> list[dict[str, Any]]:
@@ -78,3 +92,314 @@ def catalog_list() -> list[SourceTable]:
         .prefetch_related("columns")
         .order_by("database__name", "schema", "name")
     )
+
+
+# --- Health dashboards: read PipelineHealth rows only, a fixed number of queries per page ---------
+
+HEALTH_SORTS = {
+    "worst": ["verdict_rank", "-freshness_lag_partitions", "pipeline__slug"],
+    "name": ["pipeline__slug", "environment__order"],
+    "lag": ["-freshness_lag_hours", "verdict_rank"],
+    "last_run": ["-last_run_at"],
+    "success": ["success_rate_7d", "verdict_rank"],
+}
+PER_PAGE = 50
+
+
+@dataclass(frozen=True)
+class HealthFilters:
+    team: str = ""
+    environment: str = ""
+    owner: str = ""
+    verdict: str = ""
+    sort: str = "worst"
+    page: int = 1
+
+    @classmethod
+    def from_query(cls, query: Any) -> HealthFilters:
+        """Read filters from request.GET; unknown values fall back to 'no filter'."""
+        try:
+            page = max(1, int(query.get("page", "1")))
+        except ValueError:
+            page = 1
+        sort = query.get("sort", "worst")
+        verdict = query.get("verdict", "")
+        return cls(
+            team=query.get("team", "")[:50],
+            environment=query.get("environment", "")[:50],
+            owner=query.get("owner", "")[:150],
+            verdict=verdict if verdict in Verdict.values else "",
+            sort=sort if sort in HEALTH_SORTS else "worst",
+            page=page,
+        )
+
+
+def health_queryset(filters: HealthFilters) -> QuerySet[PipelineHealth]:
+    rows = PipelineHealth.objects.select_related("pipeline", "environment", "team", "owner")
+    if filters.team:
+        rows = rows.filter(team__slug=filters.team)
+    if filters.environment:
+        rows = rows.filter(environment__slug=filters.environment)
+    if filters.owner:
+        rows = rows.filter(owner__username=filters.owner)
+    if filters.verdict:
+        rows = rows.filter(verdict=filters.verdict)
+    return rows.order_by(*HEALTH_SORTS[filters.sort], "id")
+
+
+def health_overview(filters: HealthFilters) -> dict[str, Any]:
+    """The overview page: one page of rows, verdict counts and the filter choices (6 queries)."""
+    rows = health_queryset(filters)
+    page = Paginator(rows, PER_PAGE).get_page(filters.page)
+    counts = dict(
+        health_queryset(replace(filters, verdict=""))
+        .order_by()
+        .values_list("verdict")
+        .annotate(n=Count("id"))
+    )
+    return {
+        "page": page,
+        "filters": filters,
+        "counts": [(v, label, counts.get(v, 0)) for v, label in Verdict.choices],
+        "teams": list(Team.objects.order_by("name").values_list("slug", "name")),
+        "environments": list(Environment.objects.order_by("order").values_list("slug", "name")),
+        "owners": list(
+            PipelineHealth.objects.order_by("owner__username")
+            .values_list("owner__username", flat=True)
+            .distinct()
+        ),
+        "verdicts": Verdict.choices,
+        "sorts": list(HEALTH_SORTS),
+    }
+
+
+CHART_RUNS = 40
+CHART_W, CHART_H = 720, 160
+CALENDAR = {"day": 35, "hour": 48}
+
+
+def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment | None) -> dict:
+    """Health rows of one pipeline, and for one environment its run chart and partition calendar.
+
+    Four queries: health rows, recent runs, runs over the calendar window, SLA misses.
+    """
+    from . import health, schedule
+    from .models import RunRecord, SlaMiss
+
+    rows = list(
+        PipelineHealth.objects.filter(pipeline=pipeline)
+        .select_related("environment")
+        .order_by("environment__order")
+    )
+    if environment is None:
+        environment = rows[0].environment if rows else None
+    if environment is None:
+        return {"health_rows": rows, "health_env": None}
+    recent = list(
+        RunRecord.objects.filter(pipeline=pipeline, environment=environment).order_by("-queued_at")[
+            :CHART_RUNS
+        ]
+    )[::-1]
+    grain = spec.partition_grain
+    step = schedule.GRAINS[grain]
+    row = next((r for r in rows if r.environment_id == environment.id), None)
+    last = (
+        health.from_stored(row.expected_partition)
+        if row and row.expected_partition
+        else schedule.floor_to_grain(timezone.now(), grain, spec.timezone) - step
+    )
+    first = last - step * (CALENDAR[grain] - 1)
+    window = RunRecord.objects.filter(
+        pipeline=pipeline,
+        environment=environment,
+        partition_end__gt=health.as_stored(first),
+        partition_start__lte=health.as_stored(last),
+    ).values_list("partition_start", "partition_end", "state", "queued_at")
+    covering: dict[datetime, list[tuple[datetime, str]]] = {}
+    for start, end, state, queued in window:
+        p = max(health.from_stored(start), first)
+        while p < health.from_stored(end) and p <= last:
+            covering.setdefault(p, []).append((queued, state))
+            p += step
+    late: set[datetime] = set()
+    for miss in SlaMiss.objects.filter(
+        pipeline=pipeline, environment=environment, fire_time__gte=timezone.now() - step * 60
+    ):
+        parts = schedule.partitions_for_fire(spec.schedule, spec.timezone, grain, miss.fire_time)
+        late.update(parts)
+    cells = []
+    p = first
+    while p <= last:
+        states = [s for _, s in sorted(covering.get(p, []), reverse=True)]
+        if "success" in states:
+            status = "late" if p in late else "loaded"
+        elif states and states[0] in ("running", "queued"):
+            status = "running"
+        elif states and states[0] == "failed":
+            status = "failed"
+        else:
+            status = "missing"
+        cells.append({"partition": schedule.format_partition(p, grain), "status": status})
+        p += step
+    return {
+        "health_rows": rows,
+        "health_env": environment,
+        "chart": _run_chart(recent, spec.sla_minutes),
+        "calendar": cells,
+        "calendar_grain": grain,
+    }
+
+
+def _run_chart(runs: list, sla_minutes: int | None) -> dict:
+    """Bar geometry for an inline SVG: one bar per run, height = duration, colour = state."""
+    durations = [r.duration_s or 0 for r in runs]
+    sla_s = sla_minutes * 60 if sla_minutes else None
+    top = max([*durations, sla_s or 0, 1]) * 1.1
+    width = CHART_W / max(len(runs), 1)
+    bars = []
+    for i, r in enumerate(runs):
+        h = max((r.duration_s or 0) / top * CHART_H, 2)
+        bars.append(
+            {
+                "x": round(i * width + 1, 1),
+                "y": round(CHART_H - h, 1),
+                "w": round(max(width - 2, 1), 1),
+                "h": round(h, 1),
+                "state": r.state,
+                "title": f"{r.dag_run_id}: {r.state}, "
+                f"{(r.duration_s or 0):.0f} s, queued {r.queued_at:%Y-%m-%d %H:%M} UTC",
+            }
+        )
+    sla_y = round(CHART_H - sla_s / top * CHART_H, 1) if sla_s else None
+    return {"bars": bars, "w": CHART_W, "h": CHART_H, "sla_y": sla_y, "top_s": top}
+
+
+def _choices() -> dict[str, Any]:
+    return {
+        "teams": list(Team.objects.order_by("name").values_list("slug", "name")),
+        "environments": list(Environment.objects.order_by("order").values_list("slug", "name")),
+    }
+
+
+def sla_dashboard(*, team: str = "", environment: str = "", page: int = 1) -> dict[str, Any]:
+    """Misses per week, compliance per team and pipeline, and each miss (8 queries)."""
+    from django.db.models import Exists, OuterRef, Sum
+    from django.db.models.functions import TruncWeek
+
+    from .models import RunRecord, SlaMiss
+
+    now = timezone.now()
+    misses = SlaMiss.objects.all()
+    rows = PipelineHealth.objects.exclude(sla_state=PipelineHealth.SlaState.NONE)
+    if team:
+        misses, rows = misses.filter(team__slug=team), rows.filter(team__slug=team)
+    if environment:
+        misses = misses.filter(environment__slug=environment)
+        rows = rows.filter(environment__slug=environment)
+    weekly = list(
+        misses.filter(fire_time__gte=now - timedelta(weeks=8))
+        .annotate(week=TruncWeek("fire_time"))
+        .values("week")
+        .annotate(n=Count("id"))
+        .order_by("week")
+    )
+    peak = max([w["n"] for w in weekly] or [1])
+    by_team = [
+        {**t, "compliance": _compliance(t["deadlines"], t["missed"])}
+        for t in rows.values("team__slug", "team__name")
+        .annotate(deadlines=Sum("sla_deadlines_30d"), missed=Sum("sla_misses_30d"))
+        .order_by("team__name")
+    ]
+    worst = [
+        (h, _compliance(h.sla_deadlines_30d, h.sla_misses_30d))
+        for h in rows.filter(sla_misses_30d__gt=0)
+        .select_related("pipeline", "environment", "team")
+        .order_by("-sla_misses_30d", "pipeline__slug")[:20]
+    ]
+    started = RunRecord.objects.filter(
+        pipeline=OuterRef("pipeline"),
+        environment=OuterRef("environment"),
+        partition_start__lte=OuterRef("partition_start"),
+        partition_end__gt=OuterRef("partition_start"),
+        start_date__isnull=False,
+    )
+    listed = (
+        misses.select_related("pipeline", "environment", "team")
+        .annotate(started=Exists(started))
+        .order_by("-fire_time", "pipeline__slug")
+    )
+    return {
+        "weekly": [{**w, "pct": round(100 * w["n"] / peak)} for w in weekly],
+        "by_team": by_team,
+        "worst": worst,
+        "misses": Paginator(listed, PER_PAGE).get_page(page),
+        "filters": {"team": team, "environment": environment},
+        **_choices(),
+    }
+
+
+def _compliance(deadlines: int | None, missed: int | None) -> float | None:
+    if not deadlines:
+        return None
+    return max(0.0, 1 - (missed or 0) / deadlines)
+
+
+def ownership() -> dict[str, Any]:
+    """Who is on the hook for what, and what has nobody or no safety net (5 queries)."""
+    from django.db.models import Exists, OuterRef
+
+    from .models import Membership
+
+    member = Membership.objects.filter(team=OuterRef("team"), user=OuterRef("owner"))
+    pipelines = Pipeline.objects.annotate(owner_in_team=Exists(member))
+    no_route = (
+        Q(team__oncall_email="")
+        & Q(team__oncall_webhook_env="")
+        & Q(team__quiet_email="")
+        & Q(team__quiet_webhook_env="")
+    )
+    by_team = list(
+        pipelines.values("team__slug", "team__name")
+        .annotate(
+            pipelines=Count("id"),
+            owners=Count("owner", distinct=True),
+            no_sla=Count("id", filter=Q(sla_minutes__isnull=True)),
+            no_runbook=Count("id", filter=Q(runbook_url="")),
+            no_route=Count("id", filter=no_route),
+        )
+        .order_by("team__name")
+    )
+    orphans = list(
+        pipelines.filter(Q(owner__is_active=False) | Q(owner_in_team=False))
+        .select_related("team", "owner")
+        .order_by("team__name", "slug")[:200]
+    )
+    gaps = list(
+        pipelines.filter(Q(sla_minutes__isnull=True) | Q(runbook_url="") | no_route)
+        .select_related("team", "owner")
+        .order_by("team__name", "slug")[:200]
+    )
+    on_hook = list(
+        PipelineHealth.objects.values("owner__username", "team__name")
+        .annotate(
+            pipelines=Count("pipeline", distinct=True),
+            failing=Count("id", filter=Q(verdict__in=["failing", "sla_missed"])),
+            stale=Count("id", filter=Q(verdict="stale")),
+            prod=Count("id", filter=Q(environment__pages_oncall=True)),
+        )
+        .order_by("-failing", "-stale", "owner__username")
+    )
+    teams_without_route = list(
+        Team.objects.filter(
+            oncall_email="", oncall_webhook_env="", quiet_email="", quiet_webhook_env=""
+        )
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    return {
+        "by_team": by_team,
+        "orphans": orphans,
+        "gaps": gaps,
+        "on_hook": on_hook,
+        "teams_without_route": teams_without_route,
+    }

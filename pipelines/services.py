@@ -31,6 +31,8 @@ def pipeline_create(
         owner=owner,
         source_table=table,
         target_table=spec.target_table,
+        sla_minutes=spec.sla_minutes,
+        runbook_url=spec.runbook_url,
         created_by=by,
     )
     version = PipelineVersion.objects.create(

@@ -6,8 +6,9 @@ import logging
 
 from celery import Task, shared_task
 from django.db import transaction
+from django.utils import timezone
 
-from . import deploy, monitor, runs, sync
+from . import alerts, deploy, monitor, runs, sync
 from .airflow import AirflowUnavailable
 from .models import Environment
 
@@ -47,6 +48,8 @@ def outbox_sweep() -> None:
         run_submit.delay(run_id)
     for run_id in to_refresh:
         run_refresh.delay(run_id)
+    for delivery_id in alerts.deliveries_due():
+        alert_deliver.delay(delivery_id)
 
 
 @shared_task
@@ -62,15 +65,30 @@ def environment_sync(environment_id: int) -> None:
         sync.environment_sync(environment_id=environment_id)
     except AirflowUnavailable:
         logger.warning("Airflow of environment %s unreachable; health rows say so", environment_id)
+    # Also when unreachable: SLA misses still page, and reminders follow the clock.
+    alerts.alerts_evaluate(environment=Environment.objects.get(id=environment_id))
 
 
 @shared_task(acks_late=True)
 def sla_evaluate_all() -> None:
-    """Beat: check every SLA deadline that passed, whether or not a run finished."""
+    """Beat: check every SLA deadline that passed, whether or not a run finished, and refresh
+    the health rows the clock alone has changed (a fire passed, a grace ran out: stale)."""
     for environment in Environment.objects.all():
-        changed = monitor.sla_evaluate(environment)
+        now = timezone.now()
+        changed = monitor.sla_evaluate(environment, now=now)
+        changed |= set(monitor.due_for_refresh(environment, now))
         if changed:
-            monitor.health_recompute(environment, changed)
+            monitor.health_recompute(environment, changed, now=now)
+        alerts.alerts_evaluate(environment=environment)
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def alert_deliver(self: Task, delivery_id: int) -> None:
+    """Send one alert message; the service gives up after ALERT_DELIVERY_MAX_ATTEMPTS."""
+    try:
+        alerts.delivery_send(delivery_id=delivery_id)
+    except alerts.DeliveryRetry as exc:
+        raise self.retry(countdown=exc.seconds) from exc
 
 
 def enqueue_on_commit(task: Task, *args: object) -> None:

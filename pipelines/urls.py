@@ -9,6 +9,9 @@ app_name = "pipelines"
 urlpatterns = [
     path("", views.pipeline_list, name="list"),
     path("catalog/", views.catalog, name="catalog"),
+    path("health/", views.health_overview, name="health"),
+    path("health/sla/", views.sla_dashboard, name="sla"),
+    path("health/ownership/", views.ownership, name="ownership"),
     path("pipelines/new/", views.pipeline_create, name="create"),
     path("pipelines/new/schedule", views.schedule_explain, name="schedule-explain"),
     path("pipelines/new/columns", views.source_columns, name="source-columns"),
@@ -18,5 +21,6 @@ urlpatterns = [
     path("pipelines/<slug:slug>/deployments/table", views.deployment_table, name="deployments"),
     path("pipelines/<slug:slug>/runs/", views.run_create, name="run-create"),
     path("pipelines/<slug:slug>/runs/table", views.run_table, name="runs"),
+    path("pipelines/<slug:slug>/health", views.pipeline_health, name="pipeline-health"),
     path("pipelines/<slug:slug>/versions/<int:number>/dag", views.dag_source, name="dag-source"),
 ]

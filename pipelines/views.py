@@ -132,6 +132,7 @@ def pipeline_preview(request: HttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def pipeline_detail(request: HttpRequest, slug: str) -> HttpResponse:
     context = selectors.pipeline_detail(slug=slug)
+    context |= _pipeline_health(request, context["pipeline"], context["spec"])
     context["can_edit"] = services.can_edit(request.user, context["pipeline"])
     context["run_form"] = RunNowForm(
         pipeline=context["pipeline"],
@@ -233,3 +234,49 @@ def dag_source(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @login_required
 def catalog(request: HttpRequest) -> HttpResponse:
     return render(request, "pipelines/catalog.html", {"tables": selectors.catalog_list()})
+
+
+def _pipeline_health(request: HttpRequest, pipeline: Pipeline, spec) -> dict:
+    env = Environment.objects.filter(slug=request.GET.get("environment", "")[:50]).first()
+    return selectors.pipeline_health(pipeline=pipeline, spec=spec, environment=env)
+
+
+@require_GET
+@login_required
+def pipeline_health(request: HttpRequest, slug: str) -> HttpResponse:
+    pipeline = get_object_or_404(Pipeline, slug=slug)
+    context = {"pipeline": pipeline} | _pipeline_health(
+        request, pipeline, pipeline.versions.first().spec
+    )
+    return render(request, "pipelines/_pipeline_health.html", context)
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+def health_overview(request: HttpRequest) -> HttpResponse:
+    context = selectors.health_overview(selectors.HealthFilters.from_query(request.GET))
+    fragment = request.htmx and request.htmx.target == "health-table"
+    template = "pipelines/_health_table.html" if fragment else "pipelines/health.html"
+    return render(request, template, context)
+
+
+@require_GET
+@login_required
+def sla_dashboard(request: HttpRequest) -> HttpResponse:
+    try:
+        page = max(1, int(request.GET.get("page", "1")))
+    except ValueError:
+        page = 1
+    context = selectors.sla_dashboard(
+        team=request.GET.get("team", "")[:50],
+        environment=request.GET.get("environment", "")[:50],
+        page=page,
+    )
+    return render(request, "pipelines/sla.html", context)
+
+
+@require_GET
+@login_required
+def ownership(request: HttpRequest) -> HttpResponse:
+    return render(request, "pipelines/ownership.html", selectors.ownership())

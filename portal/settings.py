@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "django_htmx",
     "pipelines",
 ]
@@ -175,6 +176,33 @@ AIRFLOW_TIMEOUT_SECONDS = float(env_int("AIRFLOW_TIMEOUT_SECONDS", 15))
 AIRFLOW_RETRIES = env_int("AIRFLOW_RETRIES", 3)
 DEPLOY_REGISTRATION_TIMEOUT_SECONDS = env_int("DEPLOY_REGISTRATION_TIMEOUT_SECONDS", 120)
 DEPLOY_LEASE_SECONDS = env_int("DEPLOY_LEASE_SECONDS", 300)
+
+# --- Alerts -------------------------------------------------------------------------------------
+# Where an alert goes is on the Team (on-call / quiet targets) and Environment (pages_oncall) rows;
+# an alert whose team has no target for its route goes to ALERT_FALLBACK_EMAIL (empty: nowhere).
+ALERT_DEDUP_MINUTES = env_int("ALERT_DEDUP_MINUTES", 60)
+ALERT_STALE_PAGE_PARTITIONS = env_int("ALERT_STALE_PAGE_PARTITIONS", 2)
+ALERT_FALLBACK_EMAIL = env_str("ALERT_FALLBACK_EMAIL", "")
+ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 8)
+ALERT_WEBHOOK_TIMEOUT_SECONDS = float(env_int("ALERT_WEBHOOK_TIMEOUT_SECONDS", 10))
+# Local runs print mail to the worker's console; production sends through SMTP.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "pipeline-portal@localhost")
+
+# --- Metrics ------------------------------------------------------------------------------------
+# /metrics is open when empty (scraped from inside the network); set it to require a bearer token.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # --- Logging ------------------------------------------------------------------------------------
 LOGGING = {

@@ -157,3 +157,32 @@ def fake_airflow(monkeypatch):
     fake = FakeAirflow()
     monkeypatch.setattr(AirflowClient, "for_environment", classmethod(lambda cls, env: fake))
     return fake
+
+
+def make_pipeline(slug: str, team: Team, owner: Any, source: SourceTable) -> Any:
+    """A pipeline row without going through the form (for dashboards that only read rows)."""
+    from pipelines.models import Pipeline
+
+    return Pipeline.objects.create(
+        slug=slug,
+        team=team,
+        owner=owner,
+        source_table=source,
+        target_table=slug.replace("-", "_"),
+        created_by=owner,
+    )
+
+
+def make_health(pipeline: Any, environment: Environment, **fields: Any) -> Any:
+    from pipelines.models import VERDICT_RANK, PipelineHealth
+
+    verdict = fields.pop("verdict", "healthy")
+    return PipelineHealth.objects.create(
+        pipeline=pipeline,
+        environment=environment,
+        team=pipeline.team,
+        owner=pipeline.owner,
+        verdict=verdict,
+        verdict_rank=VERDICT_RANK[verdict],
+        **fields,
+    )

@@ -197,3 +197,28 @@ def test_sla_met_when_loaded_in_time(deployed, environments, airflow):
     with time_machine.travel(utc(2026, 11, 10, 3, 1), tick=False):
         monitor.sla_evaluate(environments["dev"])
     assert not SlaMiss.objects.exists()
+
+
+def test_the_clock_alone_makes_a_pipeline_stale(deployed, environments, airflow):
+    """No run for a day: the periodic tick recomputes the row and the partition is missing."""
+    from pipelines import tasks
+
+    scheduled(airflow, 10)
+    do_sync(environments, airflow, utc(2026, 11, 10, 3))
+    row = health(deployed)
+    assert row.verdict == Verdict.HEALTHY
+    assert row.refresh_at == utc(2026, 11, 11, 2)  # the next fire (SLA at risk from then)
+    with time_machine.travel(utc(2026, 11, 11, 3, 5), tick=False):
+        tasks.sla_evaluate_all()
+    row = health(deployed)
+    assert row.expected_partition == utc(2026, 11, 10)
+    assert row.freshness_lag_partitions == 1
+    assert row.verdict == Verdict.SLA_MISSED  # the SLA (60 min) passed: worse than stale
+    assert row.sla_deadlines_30d == 2  # deployed on 11-09 12:00: deadlines 11-10 and 11-11 03:00
+    assert row.sla_misses_30d == 1
+
+
+def test_deadline_count_is_exact():
+    assert monitor.deadline_count("0 2 * * *", "UTC", 60, utc(2026, 11, 1), utc(2026, 11, 8)) == 7
+    assert monitor.deadline_count("0 * * * *", "UTC", 30, utc(2026, 11, 1), utc(2026, 11, 2)) == 24
+    assert monitor.deadline_count("0 2 * * *", "UTC", None, utc(2026, 11, 1), utc(2026, 11, 8)) == 0

@@ -1,0 +1,37 @@
+"""Small display filters for health pages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def partition(value: datetime | None) -> str:
+    """Show a stored partition start (wall-clock labelled UTC) as 2026-11-10 or 2026-11-10 13:00."""
+    if value is None:
+        return "—"
+    local = value.astimezone(UTC)
+    if local.hour == 0 and local.minute == 0:
+        return local.strftime("%Y-%m-%d")
+    return local.strftime("%Y-%m-%d %H:00")
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+@register.filter
+def seconds(value: float | None) -> str:
+    """Show a duration compactly: 42 s, 3.5 min, 1.2 h."""
+    if value is None:
+        return "—"
+    if value < 90:
+        return f"{value:.0f} s"
+    if value < 5400:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
