@@ -299,3 +299,55 @@ def health_list(
         "pages": paginator.num_pages,
         "results": [health_out(h) for h in current],
     }
+
+
+def alert_out(a: Any) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "pipeline": a.pipeline.slug,
+        "environment": a.environment.slug,
+        "team": a.team.slug,
+        "kind": a.kind,
+        "severity": a.severity,
+        "state": a.state,
+        "summary": a.summary,
+        "detail": a.detail,
+        "runbook_url": a.runbook_url or None,
+        "portal_url": a.portal_url,
+        "opened_at": a.opened_at,
+        "last_seen_at": a.last_seen_at,
+        "resolved_at": a.resolved_at,
+        "notify_count": a.notify_count,
+    }
+
+
+@api.get("/alerts", response=dict)
+def alert_list(
+    request: HttpRequest,
+    state: str = "recent",
+    team: str = "",
+    environment: str = "",
+    kind: str = "",
+    page: int = 1,
+) -> Any:
+    """Open alerts and those resolved in the last 7 days (state=recent), or state=open|all."""
+    from .models import Alert
+
+    errors = {}
+    if state not in selectors.ALERT_STATES:
+        errors["state"] = [f"Use one of: {', '.join(selectors.ALERT_STATES)}."]
+    if kind and kind not in Alert.Kind.values:
+        errors["kind"] = [f"Use one of: {', '.join(Alert.Kind.values)}."]
+    if errors:
+        return errors_response(request, errors)
+    rows = selectors.alert_queryset(state=state, team=team, environment=environment, kind=kind)
+    paginator = selectors.Paginator(rows, selectors.PER_PAGE)
+    if page < 1 or page > max(paginator.num_pages, 1):
+        return errors_response(request, {"page": [f"There are {paginator.num_pages} pages."]})
+    current = paginator.page(page) if paginator.count else []
+    return {
+        "count": paginator.count,
+        "page": page,
+        "pages": paginator.num_pages,
+        "results": [alert_out(a) for a in current],
+    }

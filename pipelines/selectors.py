@@ -403,3 +403,38 @@ def ownership() -> dict[str, Any]:
         "on_hook": on_hook,
         "teams_without_route": teams_without_route,
     }
+
+
+ALERT_STATES = ("open", "recent", "all")
+RECENT_ALERTS = timedelta(days=7)
+
+
+def alert_queryset(
+    *, state: str = "open", team: str = "", environment: str = "", kind: str = ""
+) -> QuerySet:
+    """Open alerts, or open and resolved in the last 7 days ("recent"), or all; newest first."""
+    from .models import Alert
+
+    rows = Alert.objects.select_related("pipeline", "environment", "team")
+    if state == "open":
+        rows = rows.filter(state=Alert.State.OPEN)
+    elif state == "recent":
+        rows = rows.filter(
+            Q(state=Alert.State.OPEN) | Q(resolved_at__gte=timezone.now() - RECENT_ALERTS)
+        )
+    if team:
+        rows = rows.filter(team__slug=team)
+    if environment:
+        rows = rows.filter(environment__slug=environment)
+    if kind:
+        rows = rows.filter(kind=kind)
+    return rows.order_by("state", "-opened_at", "id")
+
+
+def alert_page(*, state: str, team: str, environment: str, kind: str, page: int) -> dict:
+    rows = alert_queryset(state=state, team=team, environment=environment, kind=kind)
+    return {
+        "alerts": Paginator(rows, PER_PAGE).get_page(page),
+        "filters": {"state": state, "team": team, "environment": environment, "kind": kind},
+        **_choices(),
+    }

@@ -280,3 +280,25 @@ def sla_dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 def ownership(request: HttpRequest) -> HttpResponse:
     return render(request, "pipelines/ownership.html", selectors.ownership())
+
+
+@require_GET
+@login_required
+def alert_list(request: HttpRequest) -> HttpResponse:
+    from .models import Alert
+
+    state = request.GET.get("state", "recent")
+    kind = request.GET.get("kind", "")
+    try:
+        page = max(1, int(request.GET.get("page", "1")))
+    except ValueError:
+        page = 1
+    context = selectors.alert_page(
+        state=state if state in selectors.ALERT_STATES else "recent",
+        team=request.GET.get("team", "")[:50],
+        environment=request.GET.get("environment", "")[:50],
+        kind=kind if kind in Alert.Kind.values else "",
+        page=page,
+    )
+    context["kinds"] = Alert.Kind.choices
+    return render(request, "pipelines/alerts.html", context)
