@@ -83,8 +83,15 @@ def build_source(path: Path, today: date) -> int:
 def seed_demo(*, today: date, airflow_url: str, dags_root: Path) -> None:
     """Create or update the demo world. Idempotent: running it twice changes nothing."""
     User = get_user_model()
+    # Alert routes: with DEBUG's console email backend the messages show in the worker's output.
     demo_team, _ = Team.objects.update_or_create(
-        slug="demo", defaults={"name": "Demo", "domain": "sales"}
+        slug="demo",
+        defaults={
+            "name": "Demo",
+            "domain": "sales",
+            "oncall_email": "oncall-demo@example.com",
+            "quiet_email": "data-alerts-demo@example.com",
+        },
     )
     other_team, _ = Team.objects.update_or_create(
         slug="finance", defaults={"name": "Finance", "domain": "finance"}
