@@ -233,6 +233,20 @@ def run_get(request: HttpRequest, run_id: int) -> Any:
     return run_out(run)
 
 
+def paginated(request: HttpRequest, rows: Any, page: int, out: Any) -> Any:
+    """One page of `rows` as {count, page, pages, results}, or 422 for a page that is not there."""
+    paginator = selectors.Paginator(rows, selectors.PER_PAGE)
+    if page < 1 or page > max(paginator.num_pages, 1):
+        return errors_response(request, {"page": [f"There are {paginator.num_pages} pages."]})
+    current = paginator.page(page) if paginator.count else []
+    return {
+        "count": paginator.count,
+        "page": page,
+        "pages": paginator.num_pages,
+        "results": [out(item) for item in current],
+    }
+
+
 def _partition(value: Any) -> str | None:
     from .templatetags.portal import partition
 
@@ -289,16 +303,7 @@ def health_list(
     filters = selectors.HealthFilters(
         team=team, environment=environment, owner=owner, verdict=verdict, sort=sort, page=page
     )
-    paginator = selectors.Paginator(selectors.health_queryset(filters), selectors.PER_PAGE)
-    if page > max(paginator.num_pages, 1) or page < 1:
-        return errors_response(request, {"page": [f"There are {paginator.num_pages} pages."]})
-    current = paginator.page(page) if paginator.count else []
-    return {
-        "count": paginator.count,
-        "page": page,
-        "pages": paginator.num_pages,
-        "results": [health_out(h) for h in current],
-    }
+    return paginated(request, selectors.health_queryset(filters), page, health_out)
 
 
 def alert_out(a: Any) -> dict[str, Any]:
@@ -341,13 +346,4 @@ def alert_list(
     if errors:
         return errors_response(request, errors)
     rows = selectors.alert_queryset(state=state, team=team, environment=environment, kind=kind)
-    paginator = selectors.Paginator(rows, selectors.PER_PAGE)
-    if page < 1 or page > max(paginator.num_pages, 1):
-        return errors_response(request, {"page": [f"There are {paginator.num_pages} pages."]})
-    current = paginator.page(page) if paginator.count else []
-    return {
-        "count": paginator.count,
-        "page": page,
-        "pages": paginator.num_pages,
-        "results": [alert_out(a) for a in current],
-    }
+    return paginated(request, rows, page, alert_out)

@@ -43,6 +43,19 @@ def get(client, url, key):
     return response.json()
 
 
+def wait_deployment(client, deployment_id, key, *, what="the deployment to finish"):
+    """Poll the API until the deployment is deployed or failed; return it."""
+    return wait_for(
+        lambda: (
+            (d := get(client, f"/api/v1/deployments/{deployment_id}", key))["state"]
+            in ("deployed", "failed")
+            and d
+        ),
+        timeout=DEPLOY_TIMEOUT,
+        what=what,
+    )
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def warehouse(request, airflow, worker, alice):
     """The dev environment on the test Airflow, and the catalog, for one warehouse kind."""
@@ -76,15 +89,7 @@ def test_api_deploy_run_and_reload_partitions(client, warehouse, alice):
     )
     assert deployment.status_code == 202
     deployment_id = deployment.json()["id"]
-    done = wait_for(
-        lambda: (
-            (d := get(client, f"/api/v1/deployments/{deployment_id}", key))["state"]
-            in ("deployed", "failed")
-            and d
-        ),
-        timeout=DEPLOY_TIMEOUT,
-        what="the deployment to finish",
-    )
+    done = wait_deployment(client, deployment_id, key, what="the deployment to finish")
     assert done["state"] == "deployed", done["error"]
     assert 0 < done["deploy_seconds"] < DEPLOY_TIMEOUT
     airflow_errors = [
@@ -158,15 +163,7 @@ def test_file_airflow_rejects_is_a_failed_deployment_with_its_message(client, wa
         requested_by=alice,
     )
     tasks.deployment_run.delay(deployment.id)
-    done = wait_for(
-        lambda: (
-            (d := get(client, f"/api/v1/deployments/{deployment.id}", key))["state"]
-            in ("deployed", "failed")
-            and d
-        ),
-        timeout=DEPLOY_TIMEOUT,
-        what="the broken deployment to finish",
-    )
+    done = wait_deployment(client, deployment.id, key, what="the broken deployment to finish")
     assert done["state"] == "failed"
     assert "No module named 'portal_no_such_module_xyz'" in done["error"]
 
@@ -201,14 +198,6 @@ def test_deploy_while_airflow_is_down_waits_then_lands(client, warehouse, alice,
     # What the Celery retry or the sweep does; if the worker's own retry holds the claim right
     # now, this call is a no-op and the worker finishes the job.
     deploy.deployment_run(deployment_id=deployment_id)
-    done = wait_for(
-        lambda: (
-            (d := get(client, f"/api/v1/deployments/{deployment_id}", key))["state"]
-            in ("deployed", "failed")
-            and d
-        ),
-        timeout=DEPLOY_TIMEOUT,
-        what="the deployment after the outage",
-    )
+    done = wait_deployment(client, deployment_id, key, what="the deployment after the outage")
     assert done["state"] == "deployed", done
     assert Deployment.objects.filter(version__pipeline__slug=name).count() == 1
