@@ -282,7 +282,7 @@ def _choices() -> dict[str, Any]:
 
 
 def sla_dashboard(*, team: str = "", environment: str = "", page: int = 1) -> dict[str, Any]:
-    """Misses per week, compliance per team and pipeline, and each miss (8 queries)."""
+    """Misses per week, compliance per team and pipeline, and each miss (9 queries)."""
     from django.db.models import Exists, OuterRef, Sum
     from django.db.models.functions import TruncWeek
 
@@ -323,16 +323,25 @@ def sla_dashboard(*, team: str = "", environment: str = "", page: int = 1) -> di
         partition_end__gt=OuterRef("partition_start"),
         start_date__isnull=False,
     )
-    listed = (
-        misses.select_related("pipeline", "environment", "team")
-        .annotate(started=Exists(started))
-        .order_by("-fire_time", "pipeline__slug")
+    listed = misses.select_related("pipeline", "environment", "team").order_by(
+        "-fire_time", "pipeline__slug"
     )
+    page_obj = Paginator(listed, PER_PAGE).get_page(page)
+    page_obj.object_list = list(page_obj.object_list)
+    # "Started" is looked up for the shown rows only: PostgreSQL evaluates a subquery in the
+    # SELECT list for every row OFFSET skips as well, which made deep pages slow.
+    started_ids = set(
+        SlaMiss.objects.filter(
+            Exists(started), id__in=[m.id for m in page_obj.object_list]
+        ).values_list("id", flat=True)
+    )
+    for miss in page_obj.object_list:
+        miss.started = miss.id in started_ids
     return {
         "weekly": [{**w, "pct": round(100 * w["n"] / peak)} for w in weekly],
         "by_team": by_team,
         "worst": worst,
-        "misses": Paginator(listed, PER_PAGE).get_page(page),
+        "misses": page_obj,
         "filters": {"team": team, "environment": environment},
         **_choices(),
     }

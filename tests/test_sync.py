@@ -222,3 +222,19 @@ def test_deadline_count_is_exact():
     assert monitor.deadline_count("0 2 * * *", "UTC", 60, utc(2026, 11, 1), utc(2026, 11, 8)) == 7
     assert monitor.deadline_count("0 * * * *", "UTC", 30, utc(2026, 11, 1), utc(2026, 11, 2)) == 24
     assert monitor.deadline_count("0 2 * * *", "UTC", None, utc(2026, 11, 1), utc(2026, 11, 8)) == 0
+
+
+def test_a_run_listed_twice_or_changed_later_is_one_row_with_its_last_state(
+    deployed, environments, airflow
+):
+    scheduled(airflow, 10, "running")
+    listed = airflow.runs_updated_since
+    airflow.runs_updated_since = lambda since, **kw: listed(since, **kw) * 2  # paged while written
+    result = do_sync(environments, airflow, utc(2026, 11, 10, 2, 30))
+    assert result.runs_written == 1
+    assert RunRecord.objects.get().state == "running"
+    scheduled(airflow, 10, "success")
+    do_sync(environments, airflow, utc(2026, 11, 10, 3))
+    (record,) = RunRecord.objects.all()
+    assert (record.state, record.duration_s) == ("success", 300.0)
+    assert record.end_date == utc(2026, 11, 10, 2, 5)
