@@ -238,3 +238,22 @@ def test_a_run_listed_twice_or_changed_later_is_one_row_with_its_last_state(
     (record,) = RunRecord.objects.all()
     assert (record.state, record.duration_s) == ("success", 300.0)
     assert record.end_date == utc(2026, 11, 10, 2, 5)
+
+
+def test_pipeline_page_shows_chart_and_partition_calendar(
+    client, alice, deployed, environments, airflow
+):
+    scheduled(airflow, 10)  # loads 11-09
+    scheduled(airflow, 11, "failed")  # 11-10 failed
+    do_sync(environments, airflow, utc(2026, 11, 11, 3))
+    client.force_login(alice)
+    with time_machine.travel(utc(2026, 11, 12, 12), tick=False):  # 11-11 expected, never ran
+        body = client.get(deployed.get_absolute_url()).content.decode()
+    assert body.count('class="bar bar-') == 2
+    assert 'class="bar bar-failed"' in body
+    assert 'class="sla-line"' in body
+    for partition, status in [
+        ("2026-11-09", "loaded"), ("2026-11-10", "failed"), ("2026-11-08", "missing"),
+    ]:  # fmt: skip
+        assert f'data-partition="{partition}" data-status="{status}"' in body
+    assert body.count("data-partition=") == 35
