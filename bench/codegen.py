@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from orchestrator.local import BUNDLE_REFRESH_CHECK_INTERVAL
 if TYPE_CHECKING:
     from pipelines.models import Environment
     from pipelines.spec import PipelineSpec
+
+from common import BenchError, median, p95, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".airflow" / "venv-bench"
@@ -73,23 +74,7 @@ TASK_SPEC_KEYS = (
 EXPECTED_DIFFERENCES = {"tags", "doc_md"}
 
 
-class BenchError(RuntimeError):
-    """Something is broken (not merely slow): the run exits non-zero."""
-
-
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def p95(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[94]
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def setup_django(data_dir: Path) -> None:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import random
-import statistics
 import sys
 import threading
 import time
@@ -42,6 +41,8 @@ from urllib.parse import parse_qs, urlsplit
 if TYPE_CHECKING:
     from pipelines.models import Environment
     from pipelines.spec import PipelineSpec
+
+from common import BenchError, log, median, p95, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 REPLAY_FILE = REPO / ".data" / "bench" / "airflow-dagruns-replay.json"
@@ -72,27 +73,7 @@ PLACEHOLDER_CODE = (
 )
 
 
-class BenchError(RuntimeError):
-    """Something is broken (not merely slow): the run exits non-zero."""
-
-
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def p50(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def p95(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[94]
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
-def log(step: str) -> None:
-    print(f"... {step}", file=sys.stderr, flush=True)
 
 
 def recreate_database() -> str:
@@ -649,7 +630,7 @@ def measure_pages(*, timed: bool) -> list[dict[str, Any]]:
                 started = time.perf_counter()
                 _get(client, url, query)
                 ms.append((time.perf_counter() - started) * 1000)
-            row |= {"p50_ms": round(p50(ms), 1), "p95_ms": round(p95(ms), 1)}
+            row |= {"p50_ms": round(median(ms), 1), "p95_ms": round(p95(ms), 1)}
             row["max_ms"] = round(max(ms), 1)
         results.append(row)
     return results

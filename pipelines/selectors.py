@@ -353,8 +353,14 @@ def _compliance(deadlines: int | None, missed: int | None) -> float | None:
     return max(0.0, 1 - (missed or 0) / deadlines)
 
 
+OWNERSHIP_LIST_ROWS = 50
+
+
 def ownership() -> dict[str, Any]:
-    """Who is on the hook for what, and what has nobody or no safety net (5 queries)."""
+    """Who is on the hook for what, and what has nobody or no safety net (7 queries).
+
+    The orphan and gap lists show their first OWNERSHIP_LIST_ROWS rows and a total.
+    """
     from django.db.models import Exists, OuterRef
 
     from .models import Membership
@@ -378,16 +384,11 @@ def ownership() -> dict[str, Any]:
         )
         .order_by("team__name")
     )
-    orphans = list(
-        pipelines.filter(Q(owner__is_active=False) | Q(owner_in_team=False))
-        .select_related("team", "owner")
-        .order_by("team__name", "slug")[:200]
-    )
-    gaps = list(
-        pipelines.filter(Q(sla_minutes__isnull=True) | Q(runbook_url="") | no_route)
-        .select_related("team", "owner")
-        .order_by("team__name", "slug")[:200]
-    )
+    orphaned = pipelines.filter(Q(owner__is_active=False) | Q(owner_in_team=False))
+    gapped = pipelines.filter(Q(sla_minutes__isnull=True) | Q(runbook_url="") | no_route)
+    listed = OWNERSHIP_LIST_ROWS
+    orphans = list(orphaned.select_related("team", "owner").order_by("team__name", "slug")[:listed])
+    gaps = list(gapped.select_related("team", "owner").order_by("team__name", "slug")[:listed])
     on_hook = list(
         PipelineHealth.objects.values("owner__username", "team__name")
         .annotate(
@@ -408,7 +409,9 @@ def ownership() -> dict[str, Any]:
     return {
         "by_team": by_team,
         "orphans": orphans,
+        "orphans_total": orphaned.count(),
         "gaps": gaps,
+        "gaps_total": gapped.count(),
         "on_hook": on_hook,
         "teams_without_route": teams_without_route,
     }

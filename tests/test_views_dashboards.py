@@ -59,6 +59,8 @@ def test_ownership_dashboard(world):
     assert "owner left the team" in body
     assert 'id="gap-orphaned"' in body  # no SLA, no runbook
     assert "No alert route: Payments" in body
+    # One row per team, even when some of its pipelines are orphans.
+    assert body.count("<td>Payments</td><td>2</td>") == 1
 
 
 @pytest.mark.parametrize("name", ["pipelines:sla", "pipelines:ownership"])
