@@ -146,7 +146,6 @@ class Environment(models.Model):
     warehouse_conn_id = models.CharField(max_length=250)
     warehouse_dialect = models.CharField(max_length=20, choices=Dialect.choices)
     target_schema = models.CharField(max_length=63, blank=True)
-    alert_channel = models.CharField(max_length=200, blank=True)
     requires_approval = models.BooleanField(default=False)
     pages_oncall = models.BooleanField(
         default=False, help_text="Pages here go to the teams' on-call targets (prod)."
