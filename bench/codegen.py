@@ -25,7 +25,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from pipelines.models import Environment
     from pipelines.spec import PipelineSpec
 
-from common import BenchError, median, p95, verdict
+from common import BenchError, Row, median, p95, print_table, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".airflow" / "venv-bench"
@@ -644,14 +643,6 @@ def bench_parse() -> dict[str, Any]:
 # --- report -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    figure: str
-    measured: str
-    target: str = "-"
-    result: str = ""
-
-
 def report(results: dict[str, Any]) -> list[Row]:
     render, deploy, parse = results["render"], results["deploy"], results["parse"]
     new, again = deploy["new"], deploy["redeploy"]
@@ -697,16 +688,6 @@ def report(results: dict[str, Any]) -> list[Row]:
             verdict(parse["ratio_compile"] >= TARGET_PARSE_RATIO),
         ),
     ]
-
-
-def print_table(rows: list[Row]) -> None:
-    widths = [max(len(getattr(r, f)) for r in rows) for f in ("figure", "measured", "target")]
-    header = Row("figure", "measured", "target", "result")
-    for row in [header, *rows]:
-        print(
-            f"{row.figure:<{widths[0]}}  {row.measured:<{widths[1]}}  "
-            f"{row.target:<{widths[2]}}  {row.result}".rstrip()
-        )
 
 
 def timed(step: str, func: Callable[[], dict[str, Any]]) -> dict[str, Any]:

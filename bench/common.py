@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from dataclasses import dataclass
 
 
 class BenchError(RuntimeError):
@@ -24,3 +25,23 @@ def verdict(ok: bool) -> str:
 
 def log(step: str) -> None:
     print(f"... {step}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Row:
+    """One line of a benchmark's table: a figure, its measurement, its target, PASS/MISS."""
+
+    figure: str
+    measured: str
+    target: str = "-"
+    result: str = ""
+
+
+def print_table(rows: list[Row]) -> None:
+    widths = [max(len(getattr(r, f)) for r in rows) for f in ("figure", "measured", "target")]
+    header = Row("figure", "measured", "target", "result")
+    for row in [header, *rows]:
+        print(
+            f"{row.figure:<{widths[0]}}  {row.measured:<{widths[1]}}  "
+            f"{row.target:<{widths[2]}}  {row.result}".rstrip()
+        )

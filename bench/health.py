@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from pipelines.models import Environment
     from pipelines.spec import PipelineSpec
 
-from common import BenchError, log, median, p95, verdict
+from common import BenchError, Row, log, median, p95, print_table, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 REPLAY_FILE = REPO / ".data" / "bench" / "airflow-dagruns-replay.json"
@@ -1014,14 +1014,6 @@ def bench_sync(
 # --- report -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    figure: str
-    measured: str
-    target: str = "-"
-    result: str = ""
-
-
 def report(results: dict[str, Any]) -> list[Row]:
     seed, pages, sync = results["seed"], results["pages"], results["sync"]
     small = {p["key"]: p["queries"] for p in results["pages_small"]}
@@ -1079,16 +1071,6 @@ def report(results: dict[str, Any]) -> list[Row]:
         )
     )
     return rows
-
-
-def print_table(rows: list[Row]) -> None:
-    widths = [max(len(getattr(r, f)) for r in rows) for f in ("figure", "measured", "target")]
-    header = Row("figure", "measured", "target", "result")
-    for row in [header, *rows]:
-        print(
-            f"{row.figure:<{widths[0]}}  {row.measured:<{widths[1]}}  "
-            f"{row.target:<{widths[2]}}  {row.result}".rstrip()
-        )
 
 
 def main() -> int:
