@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pipelines.models import Environment
     from pipelines.spec import PipelineSpec
 
-from common import BenchError, Row, median, p95, print_table, verdict
+from common import BenchError, Row, median, p95, print_table, run, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".airflow" / "venv-bench"
@@ -741,8 +741,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"BENCH BROKEN: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

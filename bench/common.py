@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -45,3 +46,12 @@ def print_table(rows: list[Row]) -> None:
             f"{row.figure:<{widths[0]}}  {row.measured:<{widths[1]}}  "
             f"{row.target:<{widths[2]}}  {row.result}".rstrip()
         )
+
+
+def run(main: Callable[[], int]) -> None:
+    """Exit with main()'s code; a BenchError (something broken, not slow) exits 1."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"BENCH BROKEN: {exc}", file=sys.stderr)
+        sys.exit(1)

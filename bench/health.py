@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from pipelines.models import Environment
     from pipelines.spec import PipelineSpec
 
-from common import BenchError, Row, log, median, p95, print_table, verdict
+from common import BenchError, Row, log, median, p95, print_table, run, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 REPLAY_FILE = REPO / ".data" / "bench" / "airflow-dagruns-replay.json"
@@ -1142,8 +1142,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"BENCH BROKEN: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

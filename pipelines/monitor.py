@@ -23,6 +23,7 @@ from .models import (
     Deployment,
     Environment,
     PipelineHealth,
+    PipelineVersion,
     RunRecord,
     SlaMiss,
 )
@@ -42,18 +43,50 @@ class Deployed:
     registered_at: datetime
 
 
+# Parsed specs by (version id, spec hash). Versions are immutable; the hash guards against a
+# reused id (SQLite can reuse a deleted row's id). The cap only bounds a long-lived worker.
+_SPECS: dict[tuple[int, str], PipelineSpec] = {}
+_SPECS_MAX = 50_000
+
+
+def _specs(keys: set[tuple[int, str]]) -> dict[tuple[int, str], PipelineSpec]:
+    missing = keys - _SPECS.keys()
+    if missing:
+        if len(_SPECS) + len(missing) > _SPECS_MAX:
+            _SPECS.clear()
+        ids = sorted({vid for vid, _ in missing})
+        for chunk in _chunks(ids):
+            for vid, sha, spec_json in PipelineVersion.objects.filter(id__in=chunk).values_list(
+                "id", "spec_sha256", "spec_json"
+            ):
+                _SPECS[(vid, sha)] = PipelineSpec.from_json(spec_json)
+    return {key: _SPECS[key] for key in keys}
+
+
 def deployed_pipelines(environment: Environment, pipeline_ids: Iterable[int] | None = None):
-    """Return {pipeline_id: Deployed} for the version currently deployed in `environment`."""
-    rows = Deployment.objects.filter(
-        environment=environment, state=Deployment.State.DEPLOYED
-    ).select_related("version__pipeline")
+    """Return {pipeline_id: Deployed} for the version currently deployed in `environment`.
+
+    Reads six columns per deployment (not the DAG source) and parses each version's spec once
+    per process: the sync, the SLA tick, the recompute and the alerts all call this.
+    """
+    rows = Deployment.objects.filter(environment=environment, state=Deployment.State.DEPLOYED)
     if pipeline_ids is not None:
         rows = rows.filter(version__pipeline_id__in=list(pipeline_ids))
-    result: dict[int, Deployed] = {}
-    for d in rows.order_by("version__number"):
-        p = d.version.pipeline
-        result[p.id] = Deployed(p.id, p.team_id, p.owner_id, d.version.spec, d.registered_at)
-    return result
+    found = list(
+        rows.order_by("version__number").values_list(
+            "version__pipeline_id",
+            "version__pipeline__team_id",
+            "version__pipeline__owner_id",
+            "version_id",
+            "version__spec_sha256",
+            "registered_at",
+        )
+    )
+    specs = _specs({(vid, sha) for _, _, _, vid, sha, _ in found})
+    return {
+        pid: Deployed(pid, team_id, owner_id, specs[(vid, sha)], registered_at)
+        for pid, team_id, owner_id, vid, sha, registered_at in found
+    }
 
 
 def _chunks(ids: list[int]) -> Iterable[list[int]]:
