@@ -22,8 +22,8 @@ KINDS = {
     "text": Kind.TEXT, "character varying": Kind.TEXT, "varchar": Kind.TEXT, "character": Kind.TEXT,
     "char": Kind.TEXT, "uuid": Kind.TEXT, "boolean": Kind.BOOLEAN, "bool": Kind.BOOLEAN,
     "date": Kind.DATE, "timestamp": Kind.TIMESTAMP, "datetime": Kind.TIMESTAMP,
-    "timestamp without time zone": Kind.TIMESTAMP, "timestamp with time zone": Kind.TIMESTAMP,
-    "timestamptz": Kind.TIMESTAMP,
+    "timestamp without time zone": Kind.TIMESTAMP, "timestamp with time zone": Kind.TIMESTAMPTZ,
+    "timestamptz": Kind.TIMESTAMPTZ,
 }  # fmt: skip
 
 

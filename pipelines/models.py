@@ -108,6 +108,9 @@ class SourceColumn(models.Model):
         BOOLEAN = "boolean", "boolean"
         DATE = "date", "date"
         TIMESTAMP = "timestamp", "timestamp"
+        # An instant (PostgreSQL timestamptz): partition bounds are instants in the pipeline's
+        # zone, not wall-clock text read in the database session's zone.
+        TIMESTAMPTZ = "timestamptz", "timestamp with time zone"
 
     table = models.ForeignKey(SourceTable, on_delete=models.CASCADE, related_name="columns")
     name = models.CharField(max_length=63)
@@ -127,7 +130,7 @@ class SourceColumn(models.Model):
 
     @property
     def is_temporal(self) -> bool:
-        return self.kind in {self.Kind.DATE, self.Kind.TIMESTAMP}
+        return self.kind in {self.Kind.DATE, self.Kind.TIMESTAMP, self.Kind.TIMESTAMPTZ}
 
 
 class Environment(models.Model):
@@ -292,6 +295,10 @@ class RunRequest(models.Model):
     dag_id = models.CharField(max_length=250)
     dag_run_id = models.CharField(max_length=250, unique=True)
     logical_date = models.DateTimeField()
+    accept_smaller = models.BooleanField(
+        default=False,
+        help_text="The user accepted that this run may shrink the partition (shrink guard off).",
+    )
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     run_state = models.CharField(max_length=20, blank=True, help_text="Airflow's DagRun state.")
     requested_by = models.ForeignKey(
@@ -361,6 +368,9 @@ class RunRecord(models.Model):
     partition_start = models.DateTimeField(null=True, blank=True)
     partition_end = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField()
+    error = models.TextField(
+        blank=True, help_text="Why a failed run failed: the failed task and its message."
+    )
 
     class Meta:
         constraints = [

@@ -48,6 +48,12 @@ class PipelineSpec:
     runbook_url: str = ""
     description: str = ""
     allow_empty: bool = False
+    # The guarded swap refuses a load that would leave a partition with fewer than this
+    # percentage of the rows it held before (0 turns the guard off).
+    shrink_guard_percent: int = 50
+    # The target table may already exist without having been created by the portal: only then
+    # does the load take it over (and replace its partitions).
+    adopt_existing_table: bool = False
     format: int = field(default=SPEC_FORMAT)
 
     @property
