@@ -368,8 +368,11 @@ class RunRecord(models.Model):
     partition_start = models.DateTimeField(null=True, blank=True)
     partition_end = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField()
+    # A database default: the sync's bulk upsert lists only the columns it owns.
     error = models.TextField(
-        blank=True, help_text="Why a failed run failed: the failed task and its message."
+        blank=True,
+        db_default="",
+        help_text="Why a failed run failed: the failed task and its message.",
     )
 
     class Meta:

@@ -42,6 +42,7 @@ WAREHOUSE_TYPES = {
         "boolean": "BOOLEAN",
         "date": "DATE",
         "timestamp": "TIMESTAMP",
+        "timestamptz": "TIMESTAMPTZ",
     },
     # SQLite keeps dates as ISO text; TEXT affinity stops it from turning them into numbers.
     "sqlite": {
@@ -53,8 +54,12 @@ WAREHOUSE_TYPES = {
         "boolean": "INTEGER",
         "date": "TEXT",
         "timestamp": "TEXT",
+        "timestamptz": "TEXT",
     },
 }
+# The warehouse's register of the tables the portal created or was told to adopt (one per
+# schema): a table that exists but is not in it is never written to unless adopted.
+REGISTER_TABLE = "portal_managed_tables"
 
 
 class CodegenError(Exception):
@@ -118,13 +123,31 @@ def build_sql(spec: PipelineSpec, target: RenderTarget) -> dict[str, str]:
         for c in spec.columns
     )
     key_cols = cols(wh_dialect, list(spec.primary_key))
-    create = f"CREATE TABLE IF NOT EXISTS {table} ({column_defs}, PRIMARY KEY ({key_cols}))"
+    register = qualified(target.target_schema, REGISTER_TABLE, wh_dialect)
+    create_register = [
+        f"CREATE TABLE IF NOT EXISTS {register} (table_name TEXT PRIMARY KEY, "
+        "pipeline TEXT NOT NULL, how TEXT NOT NULL, at TEXT NOT NULL)"
+    ]
     if target.target_schema and wh_dialect == "postgres":
-        # One execute() runs both: PostgreSQL drivers accept several statements without params.
         schema = quote_identifier(target.target_schema, wh_dialect)
-        create = f"CREATE SCHEMA IF NOT EXISTS {schema}; {create}"
+        create_register.insert(0, f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    if wh_dialect == "postgres":
+        target_exists = f"SELECT to_regclass({wh_ph}) IS NOT NULL"
+    else:
+        target_exists = f"SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = {wh_ph}"
+    # PostgreSQL truncates names to 63 bytes itself; doing it here keeps the name predictable.
+    index = quote_identifier(f"{spec.target_table}__partition"[:63], wh_dialect)
     return {
-        "create_target": create,
+        "create_register": create_register,
+        "register_owner": f"SELECT pipeline FROM {register} WHERE table_name = {wh_ph}",
+        "register_insert": (
+            f"INSERT INTO {register} (table_name, pipeline, how, at) "
+            f"VALUES ({wh_ph}, {wh_ph}, {wh_ph}, {wh_ph})"
+        ),
+        "target_exists": target_exists,
+        "create_target": f"CREATE TABLE IF NOT EXISTS {table} ({column_defs}, "
+        f"PRIMARY KEY ({key_cols}))",
+        "create_index": f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({wh_pc})",
         "select_source": f"SELECT {cols(src_dialect, names)} FROM {source} WHERE {src_where}",
         "delete_target": f"DELETE FROM {table} WHERE {wh_where}",
         "insert_target": (
@@ -137,6 +160,17 @@ def build_sql(spec: PipelineSpec, target: RenderTarget) -> dict[str, str]:
             f"GROUP BY {key_cols} HAVING COUNT(*) > 1) AS d"
         ),
     }
+
+
+def target_names(spec: PipelineSpec, target: RenderTarget) -> tuple[str, str]:
+    """Return (name for people and the register, the name the existence check looks up)."""
+    dialect = target.warehouse_dialect
+    name = spec.target_table
+    if target.target_schema and dialect != "sqlite":
+        name = f"{target.target_schema}.{spec.target_table}"
+    if dialect == "postgres":
+        return name, qualified(target.target_schema, spec.target_table, dialect)
+    return name, spec.target_table
 
 
 def build_doc_md(spec: PipelineSpec, portal_url: str) -> str:
@@ -167,6 +201,7 @@ def build_spec_literal(
     tags = ["self-serve", f"team:{spec.team}", f"domain:{spec.team_domain}", f"env:{target.slug}"]
     tags += [t for t in spec.tags if t not in tags]
     retry_delay_s = spec.retry_delay_minutes * 60
+    target_name, target_key = target_names(spec, target)
     return {
         "dag_id": target.dag_id_for(spec.name),
         "description": spec.description,
@@ -182,10 +217,17 @@ def build_spec_literal(
         "execution_timeout_s": spec.execution_timeout_minutes * 60,
         "max_active_runs": 1,
         "partition_grain": spec.partition_grain,
-        "partition_type": "timestamp" if spec.partition_kind == "timestamp" else "date",
+        "partition_type": spec.partition_kind,
         "allow_empty": spec.allow_empty,
+        "shrink_guard_percent": spec.shrink_guard_percent,
+        "adopt_existing_table": spec.adopt_existing_table,
         "source_conn_id": spec.source_conn_id,
+        "source_dialect": spec.source_dialect,
         "target_conn_id": target.warehouse_conn_id,
+        "warehouse_dialect": target.warehouse_dialect,
+        "target_name": target_name,
+        "target_key": target_key,
+        "instant_columns": [i for i, c in enumerate(spec.columns) if c.kind == "timestamptz"],
         "sql": build_sql(spec, target),
         "portal": {
             "pipeline": spec.name,

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='runrecord',
             name='error',
-            field=models.TextField(blank=True, help_text='Why a failed run failed: the failed task and its message.'),
+            field=models.TextField(blank=True, db_default='', help_text='Why a failed run failed: the failed task and its message.'),
         ),
         migrations.AddField(
             model_name='runrequest',

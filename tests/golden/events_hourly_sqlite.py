@@ -39,11 +39,27 @@ SPEC = {'dag_id': 'dev__events_hourly',
  'partition_grain': 'hour',
  'partition_type': 'timestamp',
  'allow_empty': True,
+ 'shrink_guard_percent': 50,
+ 'adopt_existing_table': False,
  'source_conn_id': 'demo_source',
+ 'source_dialect': 'sqlite',
  'target_conn_id': 'warehouse_dev',
- 'sql': {'create_target': 'CREATE TABLE IF NOT EXISTS "events_hourly" ("event_id" TEXT NOT NULL, '
+ 'warehouse_dialect': 'sqlite',
+ 'target_name': 'events_hourly',
+ 'target_key': 'events_hourly',
+ 'instant_columns': [],
+ 'sql': {'create_register': ['CREATE TABLE IF NOT EXISTS "portal_managed_tables" (table_name TEXT '
+                             'PRIMARY KEY, pipeline TEXT NOT NULL, how TEXT NOT NULL, at TEXT NOT '
+                             'NULL)'],
+         'register_owner': 'SELECT pipeline FROM "portal_managed_tables" WHERE table_name = ?',
+         'register_insert': 'INSERT INTO "portal_managed_tables" (table_name, pipeline, how, at) '
+                            'VALUES (?, ?, ?, ?)',
+         'target_exists': 'SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = ?',
+         'create_target': 'CREATE TABLE IF NOT EXISTS "events_hourly" ("event_id" TEXT NOT NULL, '
                           '"user_id" INTEGER NOT NULL, "seen_at" TEXT, PRIMARY KEY ("event_id", '
                           '"user_id"))',
+         'create_index': 'CREATE INDEX IF NOT EXISTS "events_hourly__partition" ON "events_hourly" '
+                         '("seen_at")',
          'select_source': 'SELECT "event_id", "user_id", "seen_at" FROM "events" WHERE "seen_at" '
                           '>= ? AND "seen_at" < ?',
          'delete_target': 'DELETE FROM "events_hourly" WHERE "seen_at" >= ? AND "seen_at" < ?',
@@ -63,8 +79,8 @@ BATCH_ROWS = 5000
 log = logging.getLogger("portal.partitioned_load")
 
 
-def partition_bounds(context) -> tuple[str, str]:
-    """Return the [start, end) bind values of the partitions this run loads.
+def partition_bounds(context) -> tuple[datetime, datetime]:
+    """Return the [start, end) of the partitions this run loads, as naive wall-clock times.
 
     The rule (pipelines/schedule.py computes the same one):
     - conf {"partition": "2026-11-10"} (day grain) or {"partition": "2026-11-10T13:00"} (hour
@@ -74,8 +90,6 @@ def partition_bounds(context) -> tuple[str, str]:
       wall-clock time in SPEC["timezone"] and both ends are floored to the grain:
       [floor(data_interval_start), floor(data_interval_end)). Consecutive runs tile time with
       no gap and no overlap: a daily 02:00 cron loads yesterday, a weekly cron the last 7 days.
-    Bounds are naive wall-clock times in SPEC["timezone"]: "YYYY-MM-DD" for a date column,
-    "YYYY-MM-DD HH:MM:SS" for a timestamp column.
     """
     from zoneinfo import ZoneInfo
 
@@ -98,24 +112,91 @@ def partition_bounds(context) -> tuple[str, str]:
             example = "2026-11-10T13:00" if hourly else "2026-11-10"
             message = f"conf partition {requested!r} is not like {example}"
             raise AirflowFailException(message) from None
-        end = start + (timedelta(hours=1) if hourly else timedelta(days=1))
-    else:
-        zone = ZoneInfo(SPEC["timezone"])
+        return start, start + grain_step()
+    zone = ZoneInfo(SPEC["timezone"])
 
-        def floor(moment: datetime) -> datetime:
-            local = moment.astimezone(zone).replace(tzinfo=None, fold=0)
-            if hourly:
-                return local.replace(minute=0, second=0, microsecond=0)
-            return local.replace(hour=0, minute=0, second=0, microsecond=0)
+    def floor(moment: datetime) -> datetime:
+        local = moment.astimezone(zone).replace(tzinfo=None, fold=0)
+        if hourly:
+            return local.replace(minute=0, second=0, microsecond=0)
+        return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
-        if context.get("data_interval_end") is None:  # triggered with logical_date null
-            raise AirflowFailException('A run without logical date needs conf {"partition": ...}')
-        start = floor(context["data_interval_start"])
-        end = floor(context["data_interval_end"])
-        if start >= end:
-            raise AirflowSkipException(f"No complete partition before {end:%Y-%m-%d %H:%M}.")
-    fmt = "%Y-%m-%d" if SPEC["partition_type"] == "date" else "%Y-%m-%d %H:%M:%S"
-    return start.strftime(fmt), end.strftime(fmt)
+    if context.get("data_interval_end") is None:  # triggered with logical_date null
+        raise AirflowFailException('A run without logical date needs conf {"partition": ...}')
+    start = floor(context["data_interval_start"])
+    end = floor(context["data_interval_end"])
+    if start >= end:
+        raise AirflowSkipException(f"No complete partition before {label(end)}.")
+    return start, end
+
+
+def grain_step() -> timedelta:
+    return timedelta(hours=1) if SPEC["partition_grain"] == "hour" else timedelta(days=1)
+
+
+def label(start: datetime) -> str:
+    """The portal's name of the partition starting at `start` (zero-padded ISO)."""
+    if SPEC["partition_grain"] == "hour":
+        return start.isoformat(timespec="minutes")
+    return start.date().isoformat()
+
+
+def partitions(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    step = grain_step()
+    result = []
+    while start < end:
+        result.append((start, start + step))
+        start += step
+    return result
+
+
+def exists_in_zone(moment: datetime) -> bool:
+    """False for a wall-clock time that a DST change skips (no row can be stamped with it)."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(SPEC["timezone"])
+    back = moment.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
+    return back.replace(tzinfo=None) == moment
+
+
+def bind(moment: datetime, dialect: str):
+    """Return the bind value of a partition bound for a database of `dialect`.
+
+    A date or timestamp column holds wall-clock values: the bound is the same text. A
+    timestamptz column holds instants: the bound is the wall-clock time in SPEC["timezone"]
+    (PostgreSQL compares it as an instant, whatever the session's TimeZone), and UTC text in
+    SQLite, where the load stores such values as UTC text too.
+    """
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    kind = SPEC["partition_type"]
+    if kind == "date":
+        return moment.date().isoformat()
+    if kind == "timestamp":
+        return moment.isoformat(sep=" ")
+    instant = moment.replace(tzinfo=ZoneInfo(SPEC["timezone"]))
+    if dialect == "postgres":
+        return instant
+    return instant.astimezone(UTC).isoformat(sep=" ")
+
+
+def to_warehouse(rows: list) -> list:
+    """Return source rows as the warehouse stores them (instants as UTC text in SQLite)."""
+    from datetime import UTC
+
+    columns = SPEC["instant_columns"] if SPEC["warehouse_dialect"] == "sqlite" else []
+    if not columns:
+        return rows
+    converted = []
+    for row in rows:
+        row = list(row)
+        for i in columns:
+            if isinstance(row[i], datetime) and row[i].tzinfo is not None:
+                row[i] = row[i].astimezone(UTC).isoformat(sep=" ")
+        converted.append(row)
+    return converted
 
 
 def connect(conn_id: str):
@@ -125,66 +206,170 @@ def connect(conn_id: str):
     return BaseHook.get_connection(conn_id).get_hook().get_conn()
 
 
-def create_target() -> None:
-    """Create the target table if it does not exist."""
-    from contextlib import closing
+def scalar(cursor, statement: str, params: tuple = ()):
+    cursor.execute(statement, params)
+    return cursor.fetchone()[0]
 
+
+def create_target() -> None:
+    """Create the target table, or check that this pipeline may write to the existing one.
+
+    The warehouse keeps a register of the tables the portal manages. A table that exists but
+    is not in it was not created by the portal: it is taken over only when the pipeline says
+    so (adopt_existing_table), because every run replaces its partitions.
+    """
+    from contextlib import closing
+    from datetime import UTC
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    sql = SPEC["sql"]
+    pipeline = SPEC["portal"]["pipeline"]
     with closing(connect(SPEC["target_conn_id"])) as target:
-        target.cursor().execute(SPEC["sql"]["create_target"])
-        target.commit()
+        try:
+            cursor = target.cursor()
+            for statement in sql["create_register"]:
+                cursor.execute(statement)
+            cursor.execute(sql["register_owner"], (SPEC["target_name"],))
+            row = cursor.fetchone()
+            if row is not None and row[0] != pipeline:
+                raise AirflowFailException(
+                    f"Table {SPEC['target_name']} belongs to pipeline {row[0]!r}; nothing was "
+                    "written. Two pipelines writing one table would replace each other's rows."
+                )
+            if row is None:
+                exists = scalar(cursor, sql["target_exists"], (SPEC["target_key"],))
+                if exists and not SPEC["adopt_existing_table"]:
+                    raise AirflowFailException(
+                        f"Table {SPEC['target_name']} already exists and was not created by "
+                        "Pipeline Portal; nothing was written or deleted. To take it over (its "
+                        "partitions will be replaced on every run), edit the pipeline and tick "
+                        "'adopt existing table'."
+                    )
+                cursor.execute(sql["create_target"])
+                how = "adopted" if exists else "created"
+                now = datetime.now(UTC).isoformat(timespec="seconds")
+                cursor.execute(sql["register_insert"], (SPEC["target_name"], pipeline, how, now))
+                log.info("Table %s %s for pipeline %s", SPEC["target_name"], how, pipeline)
+            cursor.execute(sql["create_index"])
+            target.commit()
+        except BaseException:
+            target.rollback()
+            raise
+
+
+def guard(cursor, parts: list, before: list[int], accept_smaller: bool) -> list[str]:
+    """Return why the replaced partitions must not be committed (empty when they may be)."""
+    sql, wh = SPEC["sql"], SPEC["warehouse_dialect"]
+    start, end = bind(parts[0][0], wh), bind(parts[-1][1], wh)
+    problems = []
+    duplicates = scalar(cursor, sql["duplicate_keys"], (start, end))
+    if duplicates:
+        span = f"[{label(parts[0][0])}, {label(parts[-1][1])})"
+        problems.append(f"{duplicates} duplicate keys in {span}")
+    percent = SPEC["shrink_guard_percent"]
+    for (p_start, p_end), old in zip(parts, before):
+        new = scalar(cursor, sql["count_target"], (bind(p_start, wh), bind(p_end, wh)))
+        if not new and not SPEC["allow_empty"] and exists_in_zone(p_start):
+            problems.append(
+                f"partition {label(p_start)} would be empty (the source has no rows for it)"
+                + (f"; it holds {old} rows now" if old else "")
+            )
+        elif old and new * 100 < old * percent and not accept_smaller:
+            problems.append(
+                f"partition {label(p_start)} would shrink from {old} to {new} rows, below the "
+                f"shrink guard of {percent}% (run again with 'accept a smaller partition' if the "
+                "source really lost these rows)"
+            )
+    return problems
 
 
 def load_partition(**context) -> dict:
-    """Replace the partition range in the target with the source's rows, in one transaction."""
+    """Replace the run's partitions by a guarded swap: delete, insert, check, then commit.
+
+    All in one transaction of the target: if a check fails (duplicate keys, an empty partition
+    unless allowed, a partition shrinking below the guard unless the run accepts it), nothing
+    is committed and the previous rows stay exactly as they were.
+    """
     from contextlib import closing
 
+    from airflow.sdk.exceptions import AirflowFailException
+
     start, end = partition_bounds(context)
-    sql = SPEC["sql"]
+    parts = partitions(start, end)
+    accept_smaller = (context["dag_run"].conf or {}).get("accept_smaller") is True
+    sql, src, wh = SPEC["sql"], SPEC["source_dialect"], SPEC["warehouse_dialect"]
     rows = 0
     with (
         closing(connect(SPEC["source_conn_id"])) as source,
         closing(connect(SPEC["target_conn_id"])) as target,
     ):
         try:
+            write = target.cursor()
+            before = [
+                scalar(write, sql["count_target"], (bind(a, wh), bind(b, wh))) for a, b in parts
+            ]
             # A server-side cursor where the driver has one (psycopg), so a big partition
             # streams in batches instead of arriving in memory at once.
             try:
                 read = source.cursor(name="portal_load")
             except TypeError:
                 read = source.cursor()
-            read.execute(sql["select_source"], (start, end))
-            write = target.cursor()
-            write.execute(sql["delete_target"], (start, end))
+            read.execute(sql["select_source"], (bind(start, src), bind(end, src)))
+            write.execute(sql["delete_target"], (bind(start, wh), bind(end, wh)))
             while batch := read.fetchmany(BATCH_ROWS):
-                write.executemany(sql["insert_target"], batch)
+                try:
+                    write.executemany(sql["insert_target"], to_warehouse(batch))
+                except Exception as exc:
+                    if "integrity" not in type(exc).__name__.lower():
+                        raise
+                    raise AirflowFailException(
+                        f"The source holds duplicate keys for [{label(start)}, {label(end)}): "
+                        f"{exc}. Nothing was replaced."
+                    ) from None
                 rows += len(batch)
+            problems = guard(write, parts, before, accept_smaller)
+            if problems:
+                raise AirflowFailException(
+                    "Guarded swap refused: " + "; ".join(problems) + ". Nothing was replaced: "
+                    "the previous rows are kept."
+                )
             target.commit()
         except BaseException:
             target.rollback()
             raise
-    log.info("Loaded %d rows into [%s, %s)", rows, start, end)
-    return {"partition_start": start, "partition_end": end, "rows": rows}
+    log.info(
+        "Replaced [%s, %s): %d rows before, %d now%s", label(start), label(end), sum(before),
+        rows, " (smaller partition accepted)" if accept_smaller else "",
+    )
+    return {
+        "partition_start": label(start),
+        "partition_end": label(end),
+        "rows": rows,
+        "rows_before": sum(before),
+        "accept_smaller": accept_smaller,
+    }
 
 
 def check_partition(**context) -> dict:
-    """Fail on duplicate keys, or on an empty partition unless SPEC allows it; return the count."""
+    """Check the committed partitions again (a second line: the swap is the guard)."""
     from contextlib import closing
 
     from airflow.sdk.exceptions import AirflowFailException
 
     start, end = partition_bounds(context)
+    wh = SPEC["warehouse_dialect"]
     with closing(connect(SPEC["target_conn_id"])) as target:
         cursor = target.cursor()
-        cursor.execute(SPEC["sql"]["count_target"], (start, end))
-        rows = cursor.fetchone()[0]
-        cursor.execute(SPEC["sql"]["duplicate_keys"], (start, end))
-        duplicates = cursor.fetchone()[0]
-    log.info("Partition [%s, %s) holds %d rows, %d duplicate keys", start, end, rows, duplicates)
+        bounds = (bind(start, wh), bind(end, wh))
+        rows = scalar(cursor, SPEC["sql"]["count_target"], bounds)
+        duplicates = scalar(cursor, SPEC["sql"]["duplicate_keys"], bounds)
+    log.info("[%s, %s) holds %d rows, %d duplicates", label(start), label(end), rows, duplicates)
     if duplicates:
-        raise AirflowFailException(f"{duplicates} duplicate keys in [{start}, {end})")
+        raise AirflowFailException(f"{duplicates} duplicate keys in [{label(start)}, {label(end)})")
     if not rows and not SPEC["allow_empty"]:
-        raise AirflowFailException(f"No rows in [{start}, {end})")
-    return {"partition_start": start, "partition_end": end, "rows": rows}
+        raise AirflowFailException(f"No rows in [{label(start)}, {label(end)})")
+    return {"partition_start": label(start), "partition_end": label(end), "rows": rows}
 
 
 with DAG(
