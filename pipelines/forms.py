@@ -134,6 +134,25 @@ class PipelineForm(forms.Form):
     allow_empty = forms.BooleanField(
         required=False, help_text="A partition with no rows is a success, not a failure."
     )
+    shrink_guard_percent = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        initial=50,
+        label="Shrink guard (%)",
+        help_text="A re-run may not leave a loaded partition with fewer than this percentage of "
+        "its rows (0 turns the guard off). A run can accept a smaller partition on purpose.",
+        error_messages={
+            "min_value": "Must be between 0 and 100.",
+            "max_value": "Must be between 0 and 100.",
+        },
+    )
+    adopt_existing_table = forms.BooleanField(
+        required=False,
+        label="Adopt an existing table",
+        help_text="The target table already exists and was not created by the portal: take it "
+        "over, and let every run replace its partitions. Without this, such a table is refused.",
+    )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -235,6 +254,10 @@ class PipelineForm(forms.Form):
                 ": _ . - (starting with a letter or digit)."
             )
         return list(dict.fromkeys(tags))
+
+    def clean_shrink_guard_percent(self) -> int:
+        value = self.cleaned_data["shrink_guard_percent"]
+        return PipelineSpec.shrink_guard_percent if value is None else value
 
     def clean_runbook_url(self) -> str:
         url = self.cleaned_data["runbook_url"].strip()
@@ -353,6 +376,8 @@ class PipelineForm(forms.Form):
             runbook_url=data.get("runbook_url", ""),
             description=data.get("description", ""),
             allow_empty=bool(data.get("allow_empty")),
+            shrink_guard_percent=data["shrink_guard_percent"],
+            adopt_existing_table=bool(data.get("adopt_existing_table")),
         )
 
 
