@@ -9,7 +9,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import NinjaAPI, Schema, Status
+from ninja import Field, NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
@@ -92,6 +92,11 @@ class DeploymentIn(Schema):
 class RunIn(Schema):
     environment: str
     partition: str
+    accept_smaller: bool = Field(
+        False,
+        description="Turn the shrink guard off for this run: the partition may end up smaller "
+        "than the pipeline's guard allows (recorded on the run).",
+    )
 
 
 def deployment_out(d: Deployment) -> dict[str, Any]:
@@ -141,6 +146,7 @@ def run_out(r: RunRequest) -> dict[str, Any]:
         "dag_run_id": r.dag_run_id,
         "state": r.state,
         "run_state": r.run_state,
+        "accept_smaller": r.accept_smaller,
         "error": r.error,
         "requested_at": r.requested_at,
     }
@@ -219,6 +225,7 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
             pipeline=pipeline,
             environment=form.cleaned_data["environment"],
             partition=form.cleaned_data["partition"],
+            accept_smaller=form.cleaned_data["accept_smaller"],
             by=request.user,
         )
     except runs.RunError as exc:

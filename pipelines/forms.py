@@ -394,6 +394,11 @@ class RunNowForm(forms.Form):
 
     environment = forms.ChoiceField()
     partition = forms.CharField(max_length=20)
+    accept_smaller = forms.BooleanField(
+        required=False,
+        label="Accept a smaller partition",
+        help_text="Turn the shrink guard off for this run: the source really has fewer rows now.",
+    )
 
     def __init__(self, *args: Any, pipeline: Pipeline, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

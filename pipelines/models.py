@@ -319,6 +319,13 @@ class RunRequest(models.Model):
 
     TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 
+    def conf(self) -> dict[str, object]:
+        """The DagRun conf the generated DAG reads (partition_bounds, the shrink guard)."""
+        conf: dict[str, object] = {"partition": self.partition}
+        if self.accept_smaller:
+            conf["accept_smaller"] = True
+        return conf
+
     @property
     def is_active(self) -> bool:
         if self.state == self.State.FAILED:

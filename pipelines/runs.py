@@ -34,7 +34,12 @@ class RunError(Exception):
 
 @transaction.atomic
 def run_request(
-    *, pipeline: Pipeline, environment: Environment, partition: datetime, by: object
+    *,
+    pipeline: Pipeline,
+    environment: Environment,
+    partition: datetime,
+    by: object,
+    accept_smaller: bool = False,
 ) -> RunRequest:
     """Ask Airflow to load one partition now; the trigger is sent on commit, and retried."""
     from . import tasks
@@ -58,6 +63,7 @@ def run_request(
         # Deterministic per request: a repeated trigger (retry, sweep, second worker) is a 409.
         dag_run_id=f"portal__{key.replace(':', '')}__{uuid.uuid4().hex[:12]}",
         logical_date=timezone.now(),
+        accept_smaller=accept_smaller,
         requested_by=by,
     )
     tasks.enqueue_on_commit(tasks.run_submit, run.id)
@@ -82,8 +88,9 @@ def run_submit(*, run_request_id: int) -> None:
                 run.dag_id,
                 dag_run_id=run.dag_run_id,
                 logical_date=run.logical_date,
-                conf={"partition": run.partition},
-                note=f"Run now for partition {run.partition}, requested in Pipeline Portal.",
+                conf=run.conf(),
+                note=f"Run now for partition {run.partition}, requested in Pipeline Portal"
+                + (" (smaller partition accepted)." if run.accept_smaller else "."),
             )
         except AirflowConflict:
             body = client.get_run(run.dag_id, run.dag_run_id)  # our own earlier attempt

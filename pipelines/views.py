@@ -177,6 +177,7 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
                 pipeline=pipeline,
                 environment=form.cleaned_data["environment"],
                 partition=form.cleaned_data["partition"],
+                accept_smaller=form.cleaned_data["accept_smaller"],
                 by=request.user,
             )
         except runs.RunError as exc:
