@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -68,6 +69,56 @@ def _message(response: requests.Response) -> str:
             )
         return str(detail)
     return str(body)
+
+
+MAX_REASON_CHARS = 2000
+
+
+def first_failed(instances: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Return the task instance that failed first (the others failed because of it)."""
+    failed = [t for t in instances if t.get("state") == "failed"]
+    return min(failed, key=lambda t: t.get("end_date") or "") if failed else None
+
+
+def log_message(log: list[dict[str, Any] | str]) -> str:
+    """Return the exception (or last error line) a task log ends with; "" if none.
+
+    Airflow 3 logs are structured: the line "Task failed with exception" carries
+    `error_detail`, a list of exceptions with their type and value.
+    """
+    for entry in reversed(log):
+        if not isinstance(entry, dict):
+            continue
+        details = [d for d in entry.get("error_detail") or [] if isinstance(d, dict)]
+        if details:
+            # The chain lists causes too ("raise … from …"): the raised one is not a cause.
+            detail = next((d for d in details if not d.get("is_cause")), details[0])
+            kind, value = str(detail.get("exc_type", "")), str(detail.get("exc_value", ""))
+            # AirflowFailException carries the DAG's own sentence: the type adds nothing.
+            return value if kind == "AirflowFailException" and value else f"{kind}: {value}"
+    for entry in reversed(log):
+        if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
+            return str(entry.get("event", ""))
+    lines = [line for item in log if isinstance(item, str) for line in item.splitlines()]
+    errors = [line for line in lines if "Error" in line or "Exception" in line]
+    return errors[-1].strip() if errors else ""
+
+
+def explain_failure(
+    instances: list[dict[str, Any]],
+    failed: dict[str, Any] | None,
+    log: list[dict[str, Any] | str],
+) -> str:
+    if failed is None:
+        timed_out = [t["task_id"] for t in instances if t.get("state") in ("running", "queued")]
+        if timed_out:
+            return f"The run was marked failed while {', '.join(timed_out)} had not finished."
+        return "The run was marked failed without a failed task (by hand, or a run timeout)."
+    task_id = failed.get("task_id", "?")
+    tries = int(failed.get("try_number") or 1)
+    after = f" (try {tries})" if tries > 1 else ""
+    message = log_message(log) or "no error message in its log"
+    return f"{task_id} failed{after}: {message}"[:MAX_REASON_CHARS]
 
 
 class AirflowClient:
@@ -211,7 +262,32 @@ class AirflowClient:
         return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=payload)
 
     def get_run(self, dag_id: str, dag_run_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}")
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(dag_run_id, safe='')}")
+
+    def task_instances(self, dag_id: str, dag_run_id: str) -> list[dict[str, Any]]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(dag_run_id, safe='')}/taskInstances"
+        return self.request("GET", path).get("task_instances", [])
+
+    def task_log(
+        self, dag_id: str, dag_run_id: str, task_id: str, try_number: int
+    ) -> list[dict[str, Any] | str]:
+        """Return the log of one try as Airflow's structured entries (one dict per line)."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{quote(dag_run_id, safe='')}/taskInstances/"
+            f"{quote(task_id, safe='')}/logs/{try_number}"
+        )
+        content = self.request("GET", path, params={"full_content": "true"}).get("content")
+        return content if isinstance(content, list) else [str(content or "")]
+
+    def failure_reason(self, dag_id: str, dag_run_id: str) -> str:
+        """Return why a failed DagRun failed: the failed task and the message it failed with."""
+        instances = self.task_instances(dag_id, dag_run_id)
+        failed = first_failed(instances)
+        if failed is None:
+            return explain_failure(instances, None, [])
+        try_number = max(int(failed.get("try_number") or 1), 1)
+        log = self.task_log(dag_id, dag_run_id, failed["task_id"], try_number)
+        return explain_failure(instances, failed, log)
 
     # --- lists across DAGs (sync) ---------------------------------------------------------------
     PAGE_SIZE = 100  # Airflow's maximum page size

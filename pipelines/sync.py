@@ -22,12 +22,13 @@ from django.utils import timezone
 
 from . import health, monitor, schedule
 from .airflow import AirflowClient, AirflowError, AirflowUnavailable
-from .models import Environment, PipelineHealth, RunRecord, SyncState
+from .models import Environment, PipelineHealth, RunRecord, RunRequest, SyncState
 
 logger = logging.getLogger(__name__)
 OVERLAP = timedelta(seconds=60)
 FIRST_SYNC_LOOKBACK = timedelta(days=30)
 LEASE = timedelta(minutes=5)
+FAILURES_PER_SYNC = 20
 RUN_FIELDS = [
     "pipeline", "run_type", "state", "logical_date", "data_interval_start", "data_interval_end",
     "queued_at", "start_date", "end_date", "duration_s", "partition_start", "partition_end",
@@ -143,6 +144,7 @@ def environment_sync(*, environment_id: int, client: AirflowClient | None = None
     # A run updated while we paged is listed twice; one statement must not upsert a key twice.
     records = list({(r.dag_id, r.dag_run_id): r for r in records}.values())
     _upsert(records)
+    explain_failures(environment, client)
     changed = {r.pipeline_id for r in records} | _flags_changed(environment, set(deployed), flags)
     recomputed = (
         monitor.health_recompute(environment, changed, now=started, flags=flags) if changed else 0
@@ -203,6 +205,35 @@ def _upsert(records: list[RunRecord]) -> None:
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
         )
         cursor.execute("DROP TABLE sync_runs")  # now, not at commit: we may be in an outer atomic
+
+
+def explain_failures(environment: Environment, client: AirflowClient) -> int:
+    """Record why failed runs failed (task and message, from Airflow); return how many.
+
+    At most FAILURES_PER_SYNC runs a sync, newest first, so a burst of failures never makes one
+    sync slow; the rest are read by the next syncs (a partial index finds them).
+    """
+    unexplained = list(
+        RunRecord.objects.filter(environment=environment, state="failed", error="")
+        .order_by("-queued_at")
+        .values_list("id", "dag_id", "dag_run_id")[:FAILURES_PER_SYNC]
+    )
+    for record_id, dag_id, dag_run_id in unexplained:
+        try:
+            reason = client.failure_reason(dag_id, dag_run_id)
+        except AirflowUnavailable:
+            break  # the next sync asks again
+        except AirflowError as exc:
+            reason = f"Airflow could not say why this run failed: {exc.message}"
+        except Exception as exc:  # an answer we cannot read must not stop the sync
+            logger.exception("reading why %s %s failed", dag_id, dag_run_id)
+            reason = f"The portal could not read why this run failed: {exc}"
+        RunRecord.objects.filter(id=record_id).update(error=reason or "No reason given.")
+        # A run started from the portal shows the same reason on its request.
+        RunRequest.objects.filter(dag_id=dag_id, dag_run_id=dag_run_id, error="").update(
+            error=reason
+        )
+    return len(unexplained)
 
 
 def _ours(dag_ids: set[str], ids: dict[str, int]) -> set[int]:

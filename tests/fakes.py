@@ -75,6 +75,7 @@ class FakeSyncAirflow:
         self.import_errors: set[str] = set()
         self.down = False
         self.since_seen: list[datetime] = []
+        self.failures: dict[tuple[str, str], str] = {}  # (dag_id, run_id) -> reason
 
     def add_run(self, dag_id: str, run_id: str, state: str, **fields: Any) -> None:
         self.runs[(dag_id, run_id)] = {
@@ -104,3 +105,9 @@ class FakeSyncAirflow:
     def import_error_files(self) -> set[str]:
         self._check()
         return set(self.import_errors)
+
+    def failure_reason(self, dag_id: str, dag_run_id: str) -> str:
+        self._check()
+        if (dag_id, dag_run_id) not in self.failures:
+            raise AirflowNotFound("Airflow answered 404: no such run", status=404)
+        return self.failures[(dag_id, dag_run_id)]
