@@ -178,6 +178,9 @@ CHART_W, CHART_H = 720, 160
 CALENDAR = {"day": 35, "hour": 48}
 
 
+RECENT_FAILURES = 5
+
+
 def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment | None) -> dict:
     """Health rows of one pipeline, and for one environment its run chart and partition calendar.
 
@@ -245,6 +248,8 @@ def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment |
         "health_rows": rows,
         "health_env": environment,
         "chart": _run_chart(recent, spec.sla_minutes),
+        # Why the latest runs failed (read from Airflow by the sync), newest first.
+        "failures": [r for r in reversed(recent) if r.state == "failed"][:RECENT_FAILURES],
         "calendar": cells,
         "calendar_grain": grain,
     }

@@ -64,6 +64,10 @@ class FakeAirflow:
             raise AirflowNotFound("Airflow answered 404", status=404)
         return self.runs[(dag_id, dag_run_id)]
 
+    def failure_reason(self, dag_id: str, dag_run_id: str) -> str:
+        self._call("failure_reason")
+        return self.runs[(dag_id, dag_run_id)].get("reason", "")
+
 
 class FakeSyncAirflow:
     """The list endpoints the sync reads, serving runs the test puts in."""

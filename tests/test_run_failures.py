@@ -194,3 +194,40 @@ def test_a_burst_of_failures_is_explained_over_several_syncs(deployed, environme
     with time_machine.travel(utc(2026, 11, 28, 3, 1), tick=False):
         sync.environment_sync(environment_id=environments["dev"].id, client=airflow)
     assert RunRecord.objects.filter(error="").count() == 0
+
+
+def test_the_pipeline_page_shows_why_recent_runs_failed(deployed, environments, client, alice):
+    airflow = FakeSyncAirflow()
+    failed_run(airflow, 10, f"load_partition failed: {GUARD}")
+    with time_machine.travel(utc(2026, 11, 10, 3), tick=False):
+        sync.environment_sync(environment_id=environments["dev"].id, client=airflow)
+    client.force_login(alice)
+    page = client.get(f"/pipelines/{deployed.slug}/").content.decode()
+    assert "Why recent runs failed" in page
+    assert "would shrink from 40 to 0 rows" in page
+    assert "no shrinking below 50% of the rows a partition held" in page
+
+
+def test_following_a_run_to_failed_reads_its_reason_at_once(
+    deployed, environments, alice, fake_airflow
+):
+    from pipelines import runs
+
+    run = RunRequest.objects.create(
+        pipeline=deployed,
+        environment=environments["dev"],
+        partition="2026-11-09",
+        dag_id=DAG,
+        dag_run_id="portal__2026-11-09__abc",
+        logical_date=utc(2026, 11, 10, 2),
+        state=RunRequest.State.SUBMITTED,
+        run_state="running",
+        requested_by=alice,
+    )
+    fake_airflow.runs[(DAG, run.dag_run_id)] = {
+        "state": "failed",
+        "reason": f"load_partition failed: {GUARD}",
+    }
+    runs.run_refresh(run_request_id=run.id)
+    run.refresh_from_db()
+    assert (run.run_state, run.error) == ("failed", f"load_partition failed: {GUARD}")

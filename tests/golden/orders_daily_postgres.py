@@ -79,6 +79,7 @@ SPEC = {'dag_id': 'orders_daily',
             'url': 'http://portal.example.com/pipelines/orders-daily/'}}
 
 BATCH_ROWS = 5000
+ACCEPT_HINT = " (run it again with 'accept a smaller partition' if the source really lost rows)"
 log = logging.getLogger("portal.partitioned_load")
 
 
@@ -273,16 +274,18 @@ def guard(cursor, parts: list, before: list[int], accept_smaller: bool) -> list[
     percent = SPEC["shrink_guard_percent"]
     for (p_start, p_end), old in zip(parts, before):
         new = scalar(cursor, sql["count_target"], (bind(p_start, wh), bind(p_end, wh)))
+        # Accepting a smaller partition covers "none left" too, for a partition that had rows.
+        if accept_smaller and old:
+            continue
         if not new and not SPEC["allow_empty"] and exists_in_zone(p_start):
             problems.append(
                 f"partition {label(p_start)} would be empty (the source has no rows for it)"
-                + (f"; it holds {old} rows now" if old else "")
+                + (f"; it holds {old} rows now{ACCEPT_HINT}" if old else "")
             )
-        elif old and new * 100 < old * percent and not accept_smaller:
+        elif old and new * 100 < old * percent:
             problems.append(
                 f"partition {label(p_start)} would shrink from {old} to {new} rows, below the "
-                f"shrink guard of {percent}% (run again with 'accept a smaller partition' if the "
-                "source really lost these rows)"
+                f"shrink guard of {percent}%{ACCEPT_HINT}"
             )
     return problems
 
@@ -361,6 +364,7 @@ def check_partition(**context) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     start, end = partition_bounds(context)
+    accepted = (context["dag_run"].conf or {}).get("accept_smaller") is True
     wh = SPEC["warehouse_dialect"]
     with closing(connect(SPEC["target_conn_id"])) as target:
         cursor = target.cursor()
@@ -370,7 +374,7 @@ def check_partition(**context) -> dict:
     log.info("[%s, %s) holds %d rows, %d duplicates", label(start), label(end), rows, duplicates)
     if duplicates:
         raise AirflowFailException(f"{duplicates} duplicate keys in [{label(start)}, {label(end)})")
-    if not rows and not SPEC["allow_empty"]:
+    if not rows and not SPEC["allow_empty"] and not accepted:
         raise AirflowFailException(f"No rows in [{label(start)}, {label(end)})")
     return {"partition_start": label(start), "partition_end": label(end), "rows": rows}
 

@@ -7,6 +7,7 @@ is started once per test session.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -23,7 +24,9 @@ import redis
 from django.conf import settings
 
 from orchestrator.local import REPO, LocalAirflow, sqlite_conn_uri
+from pipelines.catalog import source_register
 from pipelines.demo import ORDERS_DDL, order_rows
+from tests.conftest import make_environment
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +37,8 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_SOURCE = "portal_it_source"
 PG_WAREHOUSE = "portal_it_warehouse"
 TODAY = date.today()  # noqa: DTZ011 - the source holds orders up to the machine's today
+DEPLOY_TIMEOUT = 90
+RUN_TIMEOUT = 180
 
 
 def pg_url(database: str) -> str:
@@ -166,3 +171,71 @@ def warehouse_total(kind: str, table: str) -> int:
 
 def dags_folder(kind: str) -> Path:
     return AIRFLOW_HOME / "dags" / kind
+
+
+# --- the portal's API, as a client of the real stack ------------------------------------------
+
+
+def post(client, url, body, key):
+    return client.post(
+        url, json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
+
+
+def get(client, url, key):
+    response = client.get(url, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def wait_deployment(client, deployment_id, key, *, what="the deployment to finish"):
+    """Poll the API until the deployment is deployed or failed; return it."""
+    return wait_for(
+        lambda: (
+            (d := get(client, f"/api/v1/deployments/{deployment_id}", key))["state"]
+            in ("deployed", "failed")
+            and d
+        ),
+        timeout=DEPLOY_TIMEOUT,
+        what=what,
+    )
+
+
+def run_partition(client, name: str, day: date, key: str, **extra: Any) -> dict[str, Any]:
+    """Run one partition through the API and follow it to success or failure; return the run."""
+    response = post(
+        client,
+        f"/api/v1/pipelines/{name}/runs",
+        {"environment": "dev", "partition": day.isoformat(), **extra},
+        key,
+    )
+    assert response.status_code == 202, response.content
+    run_id = response.json()["id"]
+    return wait_for(
+        lambda: (
+            (r := get(client, f"/api/v1/runs/{run_id}", key))["run_state"] in ("success", "failed")
+            and r
+        ),
+        timeout=RUN_TIMEOUT,
+        interval=1,
+        what=f"the run for {day}",
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse(request, airflow, worker, alice):
+    """The dev environment on the test Airflow, and the catalog, for one warehouse kind."""
+    kind = request.param
+    make_environment(
+        "dev",
+        0,
+        airflow_url=airflow.url,
+        dags_folder=str(dags_folder(kind)),
+        dag_id_prefix=f"it_{kind}__",
+        warehouse_conn_id=f"it_warehouse_{kind}",
+        warehouse_dialect=kind,
+        target_schema="analytics" if kind == "postgres" else "",
+    )
+    url = f"sqlite:///{IT_DIR / 'source.sqlite3'}" if kind == "sqlite" else pg_url(PG_SOURCE)
+    source_register(name="shop", url=url, conn_id=f"it_source_{kind}", tables=["orders"])
+    return kind

@@ -5,74 +5,26 @@ Run once with the SQLite warehouse that `make run` uses and once with PostgreSQL
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from pipelines.catalog import source_register
 from pipelines.models import Deployment
 from pipelines.tokens import token_create
-from tests.conftest import make_environment, pipeline_payload
+from tests.conftest import pipeline_payload
 from tests.integration.conftest import (
-    IT_DIR,
-    PG_SOURCE,
-    dags_folder,
+    DEPLOY_TIMEOUT,
+    get,
     past_partitions,
-    pg_url,
+    post,
+    run_partition,
     source_rows,
     unique,
+    wait_deployment,
     wait_for,
     warehouse_rows,
     warehouse_total,
 )
 
 pytestmark = pytest.mark.integration
-DEPLOY_TIMEOUT = 90
-RUN_TIMEOUT = 180
-
-
-def post(client, url, body, key):
-    return client.post(
-        url, json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}"
-    )
-
-
-def get(client, url, key):
-    response = client.get(url, HTTP_AUTHORIZATION=f"Bearer {key}")
-    assert response.status_code == 200, response.content
-    return response.json()
-
-
-def wait_deployment(client, deployment_id, key, *, what="the deployment to finish"):
-    """Poll the API until the deployment is deployed or failed; return it."""
-    return wait_for(
-        lambda: (
-            (d := get(client, f"/api/v1/deployments/{deployment_id}", key))["state"]
-            in ("deployed", "failed")
-            and d
-        ),
-        timeout=DEPLOY_TIMEOUT,
-        what=what,
-    )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def warehouse(request, airflow, worker, alice):
-    """The dev environment on the test Airflow, and the catalog, for one warehouse kind."""
-    kind = request.param
-    make_environment(
-        "dev",
-        0,
-        airflow_url=airflow.url,
-        dags_folder=str(dags_folder(kind)),
-        dag_id_prefix=f"it_{kind}__",
-        warehouse_conn_id=f"it_warehouse_{kind}",
-        warehouse_dialect=kind,
-        target_schema="analytics" if kind == "postgres" else "",
-    )
-    url = f"sqlite:///{IT_DIR / 'source.sqlite3'}" if kind == "sqlite" else pg_url(PG_SOURCE)
-    source_register(name="shop", url=url, conn_id=f"it_source_{kind}", tables=["orders"])
-    return kind
 
 
 def test_api_deploy_run_and_reload_partitions(client, warehouse, alice):
@@ -100,24 +52,7 @@ def test_api_deploy_run_and_reload_partitions(client, warehouse, alice):
     first, second = past_partitions()
 
     def run(day):
-        response = post(
-            client,
-            f"/api/v1/pipelines/{name}/runs",
-            {"environment": "dev", "partition": day.isoformat()},
-            key,
-        )
-        assert response.status_code == 202, response.content
-        run_id = response.json()["id"]
-        final = wait_for(
-            lambda: (
-                (r := get(client, f"/api/v1/runs/{run_id}", key))["run_state"]
-                in ("success", "failed")
-                and r
-            ),
-            timeout=RUN_TIMEOUT,
-            interval=1,
-            what=f"the run for {day}",
-        )
+        final = run_partition(client, name, day, key)
         assert final["run_state"] == "success", final
 
     run(first)
