@@ -181,7 +181,7 @@ class PipelineForm(forms.Form):
         explain = {
             "hx-get": reverse("pipelines:schedule-explain"),
             "hx-trigger": "input changed delay:250ms, change",
-            "hx-include": "[name=schedule],[name=timezone]",
+            "hx-include": "[name=schedule],[name=timezone],[name=partition_grain]",
             "hx-target": "#schedule-explain",
             "autocomplete": "off",
         }
@@ -341,14 +341,12 @@ class PipelineForm(forms.Form):
         cron = data.get("schedule")
         tz = data.get("timezone")
         if cron and tz and grain in schedule.GRAINS:
-            gap = schedule.smallest_gap(cron, tz, after=timezone.now())
-            if gap < schedule.GRAINS[grain]:
-                self.add_error(
-                    "schedule",
-                    f"This schedule can fire {describe_gap(gap)} apart but writes one "
-                    f"partition per {grain}: runs would reload the same partition. Use a "
-                    f"schedule at most once per {grain}, or a finer partition grain.",
-                )
+            try:
+                schedule.check_grain(cron, tz, grain, now=timezone.now())
+            except schedule.ScheduleError as exc:
+                self.add_error("schedule", str(exc))
+            except schedule.schedule_errors() as exc:  # a cron croniter parses but cannot walk
+                self.add_error("schedule", f"The portal cannot work out when this runs: {exc}.")
 
     def _build_spec(self, data: dict[str, Any], team: Team, table: SourceTable) -> PipelineSpec:
         return PipelineSpec(
@@ -379,14 +377,6 @@ class PipelineForm(forms.Form):
             shrink_guard_percent=data["shrink_guard_percent"],
             adopt_existing_table=bool(data.get("adopt_existing_table")),
         )
-
-
-def describe_gap(gap: Any) -> str:
-    minutes = int(gap.total_seconds() // 60)
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = minutes // 60
-    return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
 class RunNowForm(forms.Form):

@@ -52,7 +52,9 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "explain": explain_schedule(
-            form["schedule"].value() or "", form["timezone"].value() or "UTC"
+            form["schedule"].value() or "",
+            form["timezone"].value() or "UTC",
+            grain=form["partition_grain"].value() or "day",
         ),
         "presets": list(schedule.PRESETS.items()),
         "tz_names": schedule.zone_names(),
@@ -62,15 +64,23 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
     return render(request, "pipelines/create.html", context)
 
 
-def explain_schedule(cron: str, tz: str, now: datetime | None = None) -> dict:
-    """Describe a cron in words with its next five fire times, or say what is wrong."""
+def explain_schedule(cron: str, tz: str, now: datetime | None = None, grain: str = "day") -> dict:
+    """Describe a cron in words with its next five fire times and DST notes, or say what is wrong.
+
+    The DST notes cover the next year: each fire a change skips or repeats in `tz`, when
+    Airflow runs instead and which `grain` partitions that run loads.
+    """
     now = now or timezone.now()
+    grain = grain if grain in schedule.GRAINS else "day"
     try:
         cron = schedule.validate_cron(cron)
         schedule.validate_timezone(tz)
+        times = schedule.next_fire_times(cron, tz, 5, after=now)
+        dst = schedule.dst_notes(cron, tz, grain, now=now)
     except schedule.ScheduleError as exc:
         return {"error": str(exc)}
-    times = schedule.next_fire_times(cron, tz, 5, after=now)
+    except schedule.schedule_errors() as exc:  # parsed, but croniter cannot walk it
+        return {"error": f"The portal cannot work out when this runs: {exc}."}
     return {
         "cron": cron,
         "tz": tz,
@@ -80,6 +90,7 @@ def explain_schedule(cron: str, tz: str, now: datetime | None = None) -> dict:
             (t.strftime("%a %Y-%m-%d %H:%M %Z"), t.astimezone(UTC).strftime("%a %Y-%m-%d %H:%M"))
             for t in times
         ],
+        "dst": [(note.day.isoformat(), note.text) for note in dst],
     }
 
 
@@ -87,7 +98,9 @@ def explain_schedule(cron: str, tz: str, now: datetime | None = None) -> dict:
 @login_required
 def schedule_explain(request: HttpRequest) -> HttpResponse:
     explain = explain_schedule(
-        request.GET.get("schedule", "")[:100], request.GET.get("timezone", "UTC")[:64]
+        request.GET.get("schedule", "")[:100],
+        request.GET.get("timezone", "UTC")[:64],
+        grain=request.GET.get("partition_grain", "day"),
     )
     return render(request, "pipelines/_schedule_explain.html", {"explain": explain})
 

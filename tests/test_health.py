@@ -64,12 +64,12 @@ class TestLondonWeeklySundayAtHalfPastEleven:
 
 
 class TestNewYorkDailyAtHalfPastTwoOnSpringForwardDay:
-    """02:30 does not exist on 2026-03-08 in New York: the run fires at 03:00 EDT, once."""
+    """02:30 does not exist on 2026-03-08 in New York: Airflow fires at 03:30 EDT, once."""
 
     def test_deadline_follows_the_shifted_fire(self):
         (due,) = health.deadlines_between(NY_DAILY, utc(2026, 3, 8, 5), utc(2026, 3, 8, 9))
-        assert due.fire_time.astimezone(UTC) == utc(2026, 3, 8, 7)  # 03:00 EDT
-        assert due.deadline.astimezone(UTC) == utc(2026, 3, 8, 8)
+        assert due.fire_time.astimezone(UTC) == utc(2026, 3, 8, 7, 30)  # 03:30 EDT, as Airflow
+        assert due.deadline.astimezone(UTC) == utc(2026, 3, 8, 8, 30)
         assert due.partitions == (naive(2026, 3, 7),)
 
     def test_no_fire_is_lost_or_doubled_around_the_change(self):

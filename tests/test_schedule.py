@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -71,11 +71,86 @@ def test_next_fire_times_on_new_york_spring_forward_day():
     assert [t.date().isoformat() for t in times] == ["2026-03-08", "2026-03-09", "2026-03-10"]
 
 
-def test_smallest_gap():
-    after = datetime(2026, 1, 1, tzinfo=UTC)
-    assert schedule.smallest_gap("0 * * * *", "UTC", after=after).total_seconds() == 3600
-    assert schedule.smallest_gap("0 2,3 * * *", "UTC", after=after).total_seconds() == 3600
-    assert schedule.smallest_gap("0 3 * * 1", "UTC", after=after).days == 7
+# Fire times Airflow 3.3.2's CronDataIntervalTimetable gives (read from Airflow itself with
+# tests/airflow_fire_times.py): a skipped time keeps the offset from before the change, a
+# repeated one runs once at its second occurrence, an hour-"*" cron steps by real hours.
+AIRFLOW_FIRES = [
+    (
+        "30 2 * * *",
+        "America/New_York",
+        datetime(2026, 3, 7, 12, tzinfo=UTC),
+        ["2026-03-08T03:30:00-04:00", "2026-03-09T02:30:00-04:00"],
+    ),
+    (
+        "30 1 * * *",
+        "America/New_York",
+        datetime(2026, 10, 31, 12, tzinfo=UTC),
+        ["2026-11-01T01:30:00-05:00", "2026-11-02T01:30:00-05:00"],
+    ),
+    (
+        "0 2 * * *",
+        "Europe/Berlin",
+        datetime(2026, 10, 24, 12, tzinfo=UTC),
+        ["2026-10-25T02:00:00+01:00", "2026-10-26T02:00:00+01:00"],
+    ),
+    (
+        "0 2 * * *",
+        "Europe/Berlin",
+        datetime(2026, 3, 28, 12, tzinfo=UTC),
+        ["2026-03-29T03:00:00+02:00", "2026-03-30T02:00:00+02:00"],
+    ),
+    (
+        "15 2 * * *",
+        "Australia/Lord_Howe",
+        datetime(2026, 10, 3, 12, tzinfo=UTC),
+        ["2026-10-04T02:45:00+11:00", "2026-10-05T02:15:00+11:00"],
+    ),
+    (
+        "0 * * * *",
+        "America/New_York",
+        datetime(2026, 11, 1, 4, 30, tzinfo=UTC),
+        ["2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00"],
+    ),
+    (
+        "0 * * * *",
+        "Australia/Lord_Howe",
+        datetime(2026, 4, 4, 13, 30, tzinfo=UTC),
+        ["2026-04-05T01:00:00+11:00", "2026-04-05T01:30:00+10:30", "2026-04-05T02:00:00+10:30"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("expr", "tz", "after", "expected"), AIRFLOW_FIRES)
+def test_next_fire_times_are_airflows_on_dst_days(expr, tz, after, expected):
+    times = schedule.next_fire_times(expr, tz, len(expected), after=after)
+    assert [t.isoformat() for t in times] == expected
+
+
+def test_previous_fire_time_is_strictly_before_on_dst_days():
+    ny = ZoneInfo("America/New_York")
+    first_0140 = datetime(2026, 11, 1, 1, 40, tzinfo=ny)  # fold=0: EDT, before the second 01:30
+    previous = schedule.previous_fire_time("30 1 * * *", "America/New_York", before=first_0140)
+    assert previous.isoformat() == "2026-10-31T01:30:00-04:00"
+    after_shift = datetime(2026, 3, 8, 8, tzinfo=UTC)  # 04:00 EDT
+    previous = schedule.previous_fire_time("30 2 * * *", "America/New_York", before=after_shift)
+    assert previous.isoformat() == "2026-03-08T03:30:00-04:00"
+
+
+@pytest.mark.parametrize(
+    ("expr", "grain", "count", "gap_minutes"),
+    [
+        ("0 * * * *", "day", 24, 60),
+        ("0 2,14 * * *", "day", 2, 720),
+        ("0 2 * * *", "day", 1, None),
+        ("0 3 * * 1", "day", 1, None),
+        ("0 * * * *", "hour", 1, None),
+        ("*/15 * * * *", "hour", 4, 15),
+    ],
+)
+def test_fires_per_partition_counts_wall_clock_fires(expr, grain, count, gap_minutes):
+    found, gap = schedule.fires_per_partition(expr, grain)
+    assert found == count
+    assert gap == (None if gap_minutes is None else timedelta(minutes=gap_minutes))
 
 
 def test_partitions_for_daily_fire_is_yesterday():
