@@ -214,14 +214,22 @@ def deployment_get(request: HttpRequest, deployment_id: int) -> Any:
     )
 
 
-@api.post("/pipelines/{slug}/runs", response={202: dict, 422: dict})
+@api.post(
+    "/pipelines/{slug}/runs",
+    response={200: dict, 202: dict, 422: dict},
+    description="Run the deployed pipeline for one partition. 202: a new run request was "
+    "accepted. 200: a request for the same pipeline, environment and partition is still "
+    "pending or running; that request is returned (same id) and nothing new is triggered. "
+    "422: the partition is malformed, before the pipeline's start date, not complete yet, "
+    "or the pipeline is not deployed to the environment.",
+)
 def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     pipeline = editable_pipeline(request, slug)
     form = RunNowForm(payload.dict(), pipeline=pipeline)
     if not form.is_valid():
         return Status(422, {"errors": form_errors(form)})
     try:
-        run = runs.run_request(
+        run, created = runs.run_request(
             pipeline=pipeline,
             environment=form.cleaned_data["environment"],
             partition=form.cleaned_data["partition"],
@@ -230,7 +238,7 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
         )
     except runs.RunError as exc:
         return Status(422, {"errors": {exc.field: [exc.message]}})
-    return Status(202, run_out(run))
+    return Status(202 if created else 200, run_out(run))
 
 
 @api.get("/runs/{run_id}", response=dict)

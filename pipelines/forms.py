@@ -406,9 +406,27 @@ class RunNowForm(forms.Form):
             start = schedule.parse_partition(self.cleaned_data["partition"], self.grain)
         except schedule.ScheduleError as exc:
             raise forms.ValidationError(str(exc)) from None
-        if start.date() > timezone.now().date():
-            raise forms.ValidationError("That partition is in the future: it has no data yet.")
         return start
 
     def clean_environment(self) -> Environment:
         return Environment.objects.get(slug=self.cleaned_data["environment"])
+
+    def clean(self) -> dict[str, Any]:
+        """Refuse partitions before the start date or not complete yet in the pipeline's zone.
+
+        Judged by the version deployed to the chosen environment (its zone and grain), else by
+        the newest version; runs.run_request checks again with the deployed one.
+        """
+        from . import runs
+
+        data = super().clean()
+        partition, environment = data.get("partition"), data.get("environment")
+        if partition is None or environment is None:
+            return data
+        deployment = runs.deployment_for(pipeline=self.pipeline, environment=environment)
+        version = deployment.version if deployment else self.pipeline.versions.first()
+        try:
+            runs.partition_check(spec=version.spec, partition=partition, now=timezone.now())
+        except runs.RunError as exc:
+            self.add_error(exc.field, exc.message)
+        return data

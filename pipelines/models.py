@@ -288,6 +288,7 @@ class RunRequest(models.Model):
         PENDING = "pending", "Pending"
         SUBMITTED = "submitted", "Submitted"
         FAILED = "failed", "Failed to submit"
+        UNTRACKED = "untracked", "No longer followed"
 
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="run_requests")
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="+")
@@ -307,12 +308,26 @@ class RunRequest(models.Model):
     requested_at = models.DateTimeField(auto_now_add=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # auto_now is not bumped by QuerySet.update(): every update in runs.py sets it explicitly.
     updated_at = models.DateTimeField(auto_now=True)
+    refreshed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a refresh from Airflow was last enqueued."
+    )
     error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
         indexes = [models.Index(fields=["state", "lease_until"])]
+        constraints = [
+            # At most one request per pipeline × environment × partition still to submit or
+            # running in Airflow: a double-click gets the active one back (runs.run_request).
+            models.UniqueConstraint(
+                fields=["pipeline", "environment", "partition"],
+                condition=models.Q(state__in=["pending", "submitted"])
+                & ~models.Q(run_state__in=["failed", "success"]),
+                name="runrequest_one_active_per_partition",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.dag_id} {self.partition}"
@@ -328,7 +343,7 @@ class RunRequest(models.Model):
 
     @property
     def is_active(self) -> bool:
-        if self.state == self.State.FAILED:
+        if self.state not in (self.State.PENDING, self.State.SUBMITTED):
             return False
         return self.run_state not in self.TERMINAL_RUN_STATES
 

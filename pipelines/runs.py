@@ -1,16 +1,22 @@
-"""Run a deployed pipeline now for one partition, and follow the run's state in Airflow."""
+"""Run a deployed pipeline now for one partition, and follow the run's state in Airflow.
+
+One active request per pipeline × environment × partition (a partial unique constraint): asking
+again while one is pending or running returns that one. A run Airflow no longer knows (404 on
+refresh) stops being followed at once, with an error saying so, instead of being polled forever.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import schedule
+from . import codegen, schedule
 from .airflow import (
     AirflowClient,
     AirflowConflict,
@@ -19,10 +25,15 @@ from .airflow import (
     AirflowUnavailable,
 )
 from .models import Deployment, Environment, Pipeline, RunRequest
+from .spec import PipelineSpec
 
 logger = logging.getLogger(__name__)
 LEASE = timedelta(minutes=2)
+# An open page polls every 2 s; at most one refresh per run is enqueued per window.
 REFRESH_AFTER = timedelta(seconds=2)
+ACTIVE = Q(state__in=[RunRequest.State.PENDING, RunRequest.State.SUBMITTED]) & ~Q(
+    run_state__in=sorted(RunRequest.TERMINAL_RUN_STATES)
+)
 
 
 class RunError(Exception):
@@ -30,6 +41,47 @@ class RunError(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+def deployment_for(*, pipeline: Pipeline, environment: Environment) -> Deployment | None:
+    """Return the newest deployed version of `pipeline` in `environment`, if any."""
+    return (
+        Deployment.objects.filter(
+            version__pipeline=pipeline, environment=environment, state=Deployment.State.DEPLOYED
+        )
+        .select_related("version")
+        .order_by("-version__number")
+        .first()
+    )
+
+
+def partition_range(*, spec: PipelineSpec, now: datetime) -> tuple[datetime, datetime]:
+    """Return the first partition a run may load and the latest complete one (wall clock).
+
+    The first is the DAG's start date (codegen.START_DATE, the same for every pipeline); a
+    partition is complete once its end has passed in the pipeline's zone.
+    """
+    first = datetime.combine(date.fromisoformat(codegen.START_DATE), time.min)
+    current = schedule.floor_to_grain(now, spec.partition_grain, spec.timezone)
+    return first, current - schedule.GRAINS[spec.partition_grain]
+
+
+def partition_check(*, spec: PipelineSpec, partition: datetime, now: datetime) -> None:
+    """Raise RunError on the partition field unless `partition` lies in partition_range."""
+    first, latest = partition_range(spec=spec, now=now)
+    grain = spec.partition_grain
+    allowed = (
+        f"choose one from {schedule.format_partition(first, grain)} to "
+        f"{schedule.format_partition(latest, grain)}."
+    )
+    label = schedule.format_partition(partition, grain)
+    if partition < first:
+        raise RunError("partition", f"{label} is before the pipeline's start date: {allowed}")
+    if partition > latest:
+        raise RunError(
+            "partition",
+            f"{label} is not complete yet in {spec.timezone} (it has no data yet): {allowed}",
+        )
 
 
 @transaction.atomic
@@ -40,34 +92,52 @@ def run_request(
     partition: datetime,
     by: object,
     accept_smaller: bool = False,
-) -> RunRequest:
-    """Ask Airflow to load one partition now; the trigger is sent on commit, and retried."""
+) -> tuple[RunRequest, bool]:
+    """Ask Airflow to load one partition now; return (request, created).
+
+    The trigger is sent on commit, and retried. While a request for the same partition is
+    pending or running, that one is returned (created False) and nothing new is triggered.
+    """
     from . import tasks
 
-    deployment = (
-        Deployment.objects.filter(
-            version__pipeline=pipeline, environment=environment, state=Deployment.State.DEPLOYED
-        )
-        .order_by("-version__number")
-        .first()
-    )
+    deployment = deployment_for(pipeline=pipeline, environment=environment)
     if deployment is None:
         raise RunError("environment", f"{pipeline.slug} is not deployed to {environment.name} yet.")
-    grain = deployment.version.spec.partition_grain
-    key = schedule.format_partition(partition, grain)
-    run = RunRequest.objects.create(
-        pipeline=pipeline,
-        environment=environment,
-        partition=key,
-        dag_id=deployment.dag_id,
-        # Deterministic per request: a repeated trigger (retry, sweep, second worker) is a 409.
-        dag_run_id=f"portal__{key.replace(':', '')}__{uuid.uuid4().hex[:12]}",
-        logical_date=timezone.now(),
-        accept_smaller=accept_smaller,
-        requested_by=by,
-    )
+    spec = deployment.version.spec
+    partition_check(spec=spec, partition=partition, now=timezone.now())
+    key = schedule.format_partition(partition, spec.partition_grain)
+    try:
+        # Insert first and let the partial unique constraint decide: two requests racing
+        # (a double-click, two tabs) cannot both pass a check made before either inserted.
+        with transaction.atomic():
+            run = RunRequest.objects.create(
+                pipeline=pipeline,
+                environment=environment,
+                partition=key,
+                dag_id=deployment.dag_id,
+                # Fixed per request: a repeated trigger (retry, sweep, second worker) is a 409.
+                dag_run_id=f"portal__{key.replace(':', '')}__{uuid.uuid4().hex[:12]}",
+                logical_date=timezone.now(),
+                accept_smaller=accept_smaller,
+                requested_by=by,
+            )
+    except IntegrityError:
+        active = RunRequest.objects.filter(
+            ACTIVE, pipeline=pipeline, environment=environment, partition=key
+        ).first()
+        if active is None:
+            raise
+        return active, False
     tasks.enqueue_on_commit(tasks.run_submit, run.id)
-    return run
+    return run, True
+
+
+def _update(run_id: int, *, only_if: Q | None = None, **fields: Any) -> int:
+    """Update one request; `updated_at` explicitly, since QuerySet.update() skips auto_now."""
+    rows = RunRequest.objects.filter(id=run_id)
+    if only_if is not None:
+        rows = rows.filter(only_if)
+    return rows.update(updated_at=timezone.now(), **fields)
 
 
 def run_submit(*, run_request_id: int) -> None:
@@ -77,12 +147,13 @@ def run_submit(*, run_request_id: int) -> None:
         Q(lease_until__isnull=True) | Q(lease_until__lte=now),
         id=run_request_id,
         state=RunRequest.State.PENDING,
-    ).update(lease_until=now + LEASE, attempts=F("attempts") + 1)
+    ).update(lease_until=now + LEASE, attempts=F("attempts") + 1, updated_at=now)
     if not claimed:
         return
-    run = RunRequest.objects.select_related("environment").get(id=run_request_id)
-    client = AirflowClient.for_environment(run.environment)
+    pending = Q(state=RunRequest.State.PENDING)
     try:
+        run = RunRequest.objects.select_related("environment").get(id=run_request_id)
+        client = AirflowClient.for_environment(run.environment)
         try:
             body = client.trigger_run(
                 run.dag_id,
@@ -95,14 +166,24 @@ def run_submit(*, run_request_id: int) -> None:
         except AirflowConflict:
             body = client.get_run(run.dag_id, run.dag_run_id)  # our own earlier attempt
     except AirflowUnavailable as exc:
-        RunRequest.objects.filter(id=run.id).update(lease_until=None, error=str(exc))
+        _update(run_request_id, only_if=pending, lease_until=None, error=str(exc))
         raise
     except AirflowError as exc:
-        RunRequest.objects.filter(id=run.id).update(
-            state=RunRequest.State.FAILED, lease_until=None, error=exc.message
+        _update(
+            run_request_id,
+            only_if=pending,
+            state=RunRequest.State.FAILED,
+            lease_until=None,
+            error=exc.message,
         )
         return
-    RunRequest.objects.filter(id=run.id).update(
+    except BaseException as exc:
+        # A bug or a killed worker must not hold the claim: the sweep tries again.
+        _update(run_request_id, only_if=pending, lease_until=None, error=repr(exc)[:500])
+        raise
+    _update(
+        run_request_id,
+        only_if=pending,
         state=RunRequest.State.SUBMITTED,
         run_state=body.get("state") or "queued",
         lease_until=None,
@@ -111,20 +192,45 @@ def run_submit(*, run_request_id: int) -> None:
 
 
 def run_refresh(*, run_request_id: int) -> None:
-    """Read the DagRun's state from Airflow into the row."""
-    run = RunRequest.objects.select_related("environment").get(id=run_request_id)
-    if run.state != RunRequest.State.SUBMITTED or not run.is_active:
+    """Read the DagRun's state from Airflow into the row; stop following a run Airflow lost."""
+    run = RunRequest.objects.select_related("environment").filter(id=run_request_id).first()
+    if run is None or run.state != RunRequest.State.SUBMITTED or not run.is_active:
         return
+    submitted = Q(state=RunRequest.State.SUBMITTED)
     client = AirflowClient.for_environment(run.environment)
     try:
         body = client.get_run(run.dag_id, run.dag_run_id)
     except AirflowNotFound:
-        RunRequest.objects.filter(id=run.id).update(error="Airflow no longer knows this run.")
+        # The trigger succeeded, so the run existed: Airflow's database was reset, the DAG was
+        # deleted or the run cleared away. Nothing will ever answer for it again.
+        _update(
+            run.id,
+            only_if=submitted,
+            state=RunRequest.State.UNTRACKED,
+            error="Airflow no longer knows this run (404); it is no longer followed. "
+            "Request the partition again if it still needs loading.",
+        )
         return
     except AirflowUnavailable as exc:
-        RunRequest.objects.filter(id=run.id).update(error=str(exc))
+        _update(run.id, only_if=submitted, error=str(exc))
         raise
-    RunRequest.objects.filter(id=run.id).update(run_state=body.get("state") or "", error="")
+    except AirflowError as exc:  # a 4xx other than 404: say so, the sweep asks again
+        _update(run.id, only_if=submitted, error=exc.message)
+        return
+    state = body.get("state") or ""
+    _update(run.id, only_if=submitted, run_state=state, error=_failure_reason(client, run, state))
+
+
+def _failure_reason(client: AirflowClient, run: RunRequest, state: str) -> str:
+    """Why the run failed, from Airflow; "" unless it failed (the sync fills a gap later)."""
+    if state != "failed":
+        return ""
+    try:
+        return client.failure_reason(run.dag_id, run.dag_run_id)
+    except AirflowUnavailable:
+        return ""
+    except AirflowError as exc:
+        return f"Airflow could not say why this run failed: {exc.message}"
 
 
 def runs_due() -> tuple[list[int], list[int]]:
@@ -144,12 +250,24 @@ def runs_due() -> tuple[list[int], list[int]]:
 
 
 def refresh_if_stale(run: RunRequest) -> None:
-    """Enqueue a refresh of an active run whose row is older than REFRESH_AFTER (for polling)."""
+    """Enqueue a refresh of an active run, at most once per REFRESH_AFTER (for polling pages).
+
+    The window is claimed with a conditional UPDATE of `refreshed_at`, so polls from any number
+    of pages and processes within one window enqueue one task.
+    """
     from . import tasks
 
-    stale = timezone.now() - run.updated_at >= REFRESH_AFTER
-    if run.state == RunRequest.State.SUBMITTED and run.is_active and stale:
-        try:
-            tasks.run_refresh.delay(run.id)
-        except Exception:  # broker down: the page still renders; the sweep refreshes later
-            logger.warning("could not enqueue a refresh of run request %s", run.id)
+    if run.state != RunRequest.State.SUBMITTED or not run.is_active:
+        return
+    now = timezone.now()
+    claimed = RunRequest.objects.filter(
+        Q(refreshed_at__isnull=True) | Q(refreshed_at__lte=now - REFRESH_AFTER),
+        id=run.id,
+        state=RunRequest.State.SUBMITTED,
+    ).update(refreshed_at=now)
+    if not claimed:
+        return
+    try:
+        tasks.run_refresh.delay(run.id)
+    except Exception:  # broker down: the page still renders; the sweep refreshes later
+        logger.warning("could not enqueue a refresh of run request %s", run.id)

@@ -540,4 +540,10 @@ def parse_partition(value: str, grain: str) -> datetime:
 
 
 def format_partition(start: datetime, grain: str) -> str:
-    return start.strftime("%Y-%m-%dT%H:00") if grain == "hour" else start.date().isoformat()
+    """Return the one spelling of a partition: zero-padded ISO, "0999-01-02" or "…T13:00".
+
+    Not strftime: its %Y does not pad years below 1000 on every platform, and parse_partition
+    (like the DAG's date.fromisoformat) reads back only four-digit years.
+    """
+    day = start.date().isoformat()
+    return f"{day}T{start.hour:02d}:00" if grain == "hour" else day

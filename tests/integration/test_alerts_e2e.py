@@ -76,7 +76,7 @@ def deployed(environment, alice, **payload) -> Pipeline:
 
 def run_and_sync(environment, pipeline, alice, day) -> RunRecord:
     """Run one partition through the worker and sync until Airflow says it finished."""
-    request = runs.run_request(
+    request, _ = runs.run_request(
         pipeline=pipeline,
         environment=environment,
         partition=schedule.parse_partition(day.isoformat(), "day"),
