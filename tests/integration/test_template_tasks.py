@@ -1,0 +1,260 @@
+"""The generated DAG's task code against real SQLite and PostgreSQL, run in Airflow's venv.
+
+Faster and more exact than a scheduled run for cases a scheduler adds nothing to: time-zone
+aware partition columns, tables the portal did not create, duplicate source keys, DST hours.
+The file under test is the real render; only its connection lookup is replaced
+(tests/integration/template_harness.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from orchestrator.local import DEFAULT_VENV
+from pipelines import codegen
+from pipelines.spec import Column, PipelineSpec
+from tests.integration.conftest import pg_url, recreate_pg_database
+
+pytestmark = pytest.mark.integration
+HARNESS = Path(__file__).with_name("template_harness.py")
+SRC_DB, WH_DB = "portal_tt_source", "portal_tt_warehouse"
+NEW_YORK = ZoneInfo("America/New_York")
+
+SPEC = PipelineSpec(
+    name="events-daily",
+    team="payments",
+    team_domain="finance",
+    owner="alice",
+    source_database="shop",
+    source_dialect="postgres",
+    source_conn_id="source",
+    source_schema="",
+    source_table="events",
+    columns=(Column("event_id", "bigint"), Column("happened_at", "timestamptz")),
+    target_table="events_daily",
+    schedule="0 2 * * *",
+    timezone="America/New_York",
+    primary_key=("event_id",),
+    partition_column="happened_at",
+    partition_grain="day",
+    sla_minutes=None,
+    retries=0,
+    retry_delay_minutes=1,
+    execution_timeout_minutes=5,
+)
+
+
+@dataclass
+class Target:
+    warehouse_dialect: str
+    target_schema: str = ""
+    slug: str = "dev"
+    warehouse_conn_id: str = "warehouse"
+
+    def dag_id_for(self, pipeline_slug: str) -> str:
+        return pipeline_slug.replace("-", "_")
+
+
+def run_tasks(
+    tmp_path: Path, spec: PipelineSpec, target: Target, connections: dict, steps: list, **env: str
+) -> list[dict[str, Any]]:
+    rendered = codegen.render_dag(spec, target, version=1, portal_url="http://portal.test/")
+    dag = tmp_path / f"{rendered.dag_id}.py"
+    dag.write_text(rendered.source)
+    job = {"dag": str(dag), "connections": connections, "steps": steps}
+    done = subprocess.run(
+        [str(DEFAULT_VENV / "bin" / "python"), str(HARNESS)],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"AIRFLOW_HOME": str(tmp_path / "airflow-home"), "PATH": "/usr/bin:/bin", **env},
+        check=False,
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(steps), done.stderr[-3000:]
+    return lines
+
+
+@pytest.fixture
+def pg() -> dict[str, str]:
+    recreate_pg_database(SRC_DB)
+    recreate_pg_database(WH_DB)
+    return {"source": pg_url(SRC_DB), "warehouse": pg_url(WH_DB)}
+
+
+# Events around midnight in New York, written with other offsets: which New York day each
+# belongs to is the whole question.
+EVENTS = {
+    1: "2026-11-10 00:30:00-05",  # New York 11-10 00:30
+    2: "2026-11-10 05:30:00+01",  # 04:30 UTC = New York 11-09 23:30
+    3: "2026-11-11 04:59:59+00",  # New York 11-10 23:59:59
+    4: "2026-11-11 14:00:00+09",  # 05:00 UTC = New York 11-11 00:00
+}
+IN_NY_11_10 = [1, 3]
+
+
+def load_events(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE events (event_id BIGINT PRIMARY KEY, happened_at TIMESTAMPTZ)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO events VALUES (%s, %s)", list(EVENTS.items()))
+
+
+def test_timestamptz_partitions_are_days_in_the_pipeline_zone_whatever_the_session_zone(
+    tmp_path, pg
+):
+    load_events(pg["source"])
+    steps = [["create_target", {}], ["load_partition", {"partition": "2026-11-10"}]]
+    # The database session runs in Tokyo time: bounds read as text would be Tokyo days.
+    results = run_tasks(
+        tmp_path, SPEC, Target("postgres", "analytics"), pg, steps, PGTZ="Asia/Tokyo"
+    )
+    assert [r["ok"] for r in results] == [True, True], results
+    with psycopg.connect(pg["warehouse"]) as conn:
+        rows = conn.execute(
+            "SELECT event_id FROM analytics.events_daily ORDER BY event_id"
+        ).fetchall()
+        kind = conn.execute(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_name = 'events_daily' AND column_name = 'happened_at'"
+        ).fetchone()[0]
+    assert [r[0] for r in rows] == IN_NY_11_10
+    assert kind == "timestamp with time zone"
+
+
+def test_timestamptz_into_a_sqlite_warehouse_is_stored_as_utc_text(tmp_path, pg):
+    load_events(pg["source"])
+    warehouse = tmp_path / "warehouse.sqlite3"
+    connections = {"source": pg["source"], "warehouse": f"sqlite:///{warehouse}"}
+    steps = [
+        ["create_target", {}],
+        ["load_partition", {"partition": "2026-11-10"}],
+        ["check_partition", {"partition": "2026-11-10"}],
+    ]
+    results = run_tasks(tmp_path, SPEC, Target("sqlite"), connections, steps, PGTZ="Asia/Tokyo")
+    assert [r["ok"] for r in results] == [True, True, True], results
+    with sqlite3.connect(warehouse) as conn:
+        rows = conn.execute("SELECT event_id, happened_at FROM events_daily ORDER BY 1").fetchall()
+    assert [r[0] for r in rows] == IN_NY_11_10
+    expected = datetime(2026, 11, 10, 5, 30, tzinfo=UTC).isoformat(sep=" ")
+    assert rows[0][1] == expected  # 00:30 New York as UTC text
+
+
+# --- tables the portal did not create --------------------------------------------------------
+
+ORDERS = replace(
+    SPEC,
+    name="orders-daily",
+    source_dialect="sqlite",
+    source_table="orders",
+    columns=(Column("order_id", "bigint"), Column("order_date", "date")),
+    target_table="orders_daily",
+    timezone="UTC",
+    primary_key=("order_id",),
+    partition_column="order_date",
+)
+
+
+def sqlite_pair(tmp_path: Path, source_rows: list[tuple], *, key: bool = True) -> dict[str, str]:
+    source, warehouse = tmp_path / "source.sqlite3", tmp_path / "warehouse.sqlite3"
+    with sqlite3.connect(source) as conn:
+        pk = " PRIMARY KEY" if key else ""
+        conn.execute(f"CREATE TABLE orders (order_id INTEGER{pk}, order_date TEXT)")
+        conn.executemany("INSERT INTO orders VALUES (?, ?)", source_rows)
+    return {"source": f"sqlite:///{source}", "warehouse": f"sqlite:///{warehouse}"}
+
+
+def warehouse_rows(connections: dict[str, str], sql: str) -> list[tuple]:
+    with sqlite3.connect(connections["warehouse"].removeprefix("sqlite:///")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_an_existing_table_is_refused_untouched_unless_adopted(tmp_path):
+    connections = sqlite_pair(tmp_path, [(1, "2026-11-10"), (2, "2026-11-10")])
+    with sqlite3.connect(connections["warehouse"].removeprefix("sqlite:///")) as conn:
+        conn.execute("CREATE TABLE orders_daily (order_id INTEGER PRIMARY KEY, order_date TEXT)")
+        conn.execute("INSERT INTO orders_daily VALUES (99, '2026-11-10')")
+    steps = [["create_target", {}]]
+    refused = run_tasks(tmp_path, ORDERS, Target("sqlite"), connections, steps)[0]
+    assert not refused["ok"]
+    assert "already exists and was not created by Pipeline Portal" in refused["error"]
+    assert warehouse_rows(connections, "SELECT * FROM orders_daily") == [(99, "2026-11-10")]
+
+    adopting = replace(ORDERS, adopt_existing_table=True)
+    steps = [["create_target", {}], ["load_partition", {"partition": "2026-11-10"}]]
+    results = run_tasks(tmp_path, adopting, Target("sqlite"), connections, steps)
+    assert [r["ok"] for r in results] == [True, True], results
+    assert warehouse_rows(connections, "SELECT order_id FROM orders_daily ORDER BY 1") == [
+        (1,),
+        (2,),
+    ]
+    register = warehouse_rows(
+        connections, "SELECT table_name, pipeline, how FROM portal_managed_tables"
+    )
+    assert register == [("orders_daily", "orders-daily", "adopted")]
+
+
+def test_a_table_another_pipeline_writes_is_refused(tmp_path):
+    connections = sqlite_pair(tmp_path, [(1, "2026-11-10")])
+    first = run_tasks(tmp_path, ORDERS, Target("sqlite"), connections, [["create_target", {}]])
+    assert first[0]["ok"], first
+    other = replace(ORDERS, name="orders-copy", adopt_existing_table=True)
+    second = run_tasks(tmp_path, other, Target("sqlite"), connections, [["create_target", {}]])
+    assert not second[0]["ok"]
+    assert "belongs to pipeline 'orders-daily'" in second[0]["error"]
+
+
+def test_duplicate_source_keys_keep_the_previous_partition(tmp_path):
+    connections = sqlite_pair(tmp_path, [(1, "2026-11-10"), (2, "2026-11-10")], key=False)
+    steps = [["create_target", {}], ["load_partition", {"partition": "2026-11-10"}]]
+    assert all(r["ok"] for r in run_tasks(tmp_path, ORDERS, Target("sqlite"), connections, steps))
+    with sqlite3.connect(connections["source"].removeprefix("sqlite:///")) as conn:
+        conn.execute("INSERT INTO orders VALUES (2, '2026-11-10')")  # order 2 twice now
+    again = run_tasks(
+        tmp_path,
+        ORDERS,
+        Target("sqlite"),
+        connections,
+        [["load_partition", {"partition": "2026-11-10"}]],
+    )[0]
+    assert not again["ok"]
+    assert "duplicate keys" in again["error"]
+    assert "Nothing was replaced" in again["error"]
+    assert warehouse_rows(connections, "SELECT order_id FROM orders_daily ORDER BY 1") == [
+        (1,),
+        (2,),
+    ]
+
+
+def test_the_hour_dst_skips_is_not_an_empty_partition_failure(tmp_path):
+    hourly = replace(
+        ORDERS,
+        columns=(Column("order_id", "bigint"), Column("ordered_at", "timestamp")),
+        partition_column="ordered_at",
+        partition_grain="hour",
+        schedule="5 * * * *",
+        timezone="America/New_York",
+    )
+    source, warehouse = tmp_path / "source.sqlite3", tmp_path / "warehouse.sqlite3"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE orders (order_id INTEGER PRIMARY KEY, ordered_at TEXT)")
+    connections = {"source": f"sqlite:///{source}", "warehouse": f"sqlite:///{warehouse}"}
+    steps = [
+        ["create_target", {}],
+        ["load_partition", {"partition": "2026-03-08T02:00"}],  # 02:00-03:00 does not exist
+        ["load_partition", {"partition": "2026-03-08T04:00"}],  # exists, and is empty
+    ]
+    results = run_tasks(tmp_path, hourly, Target("sqlite"), connections, steps)
+    assert [r["ok"] for r in results] == [True, True, False], results
+    assert "would be empty" in results[2]["error"]
