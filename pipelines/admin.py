@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from . import models
 
@@ -60,8 +61,18 @@ class PipelineVersionAdmin(admin.ModelAdmin):
 
 @admin.register(models.Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
+    """Read-only: the deployed code is exactly what the portal rendered, and deploys go through
+    the deploy service (its checks, its outbox), never through an edited row."""
+
     list_display = ["dag_id", "version", "environment", "state", "requested_at", "registered_at"]
     list_filter = ["state", "environment"]
+    readonly_fields = [f.name for f in models.Deployment._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(models.RunRequest)

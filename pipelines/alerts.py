@@ -402,6 +402,10 @@ def message_for(delivery: AlertDelivery) -> tuple[str, str]:
 def _post_webhook(env_name: str, text: str) -> None:
     """POST a Slack-compatible message to the URL held by environment variable `env_name`."""
     # Reference: https://api.slack.com/messaging/webhooks ("text" is the fallback and the message)
+    from .core.secrets import webhook_env_problem  # the name again: a row saved before the rule
+
+    if problem := webhook_env_problem(env_name):
+        raise DeliveryRejected(problem)
     url = os.environ.get(env_name, "")
     if not url:
         raise DeliveryRejected(f"Environment variable {env_name} is not set.")

@@ -1,35 +1,44 @@
 """Deploy a PipelineVersion to an Environment: write the DAG file, have Airflow parse it, record.
 
-The Deployment row is the outbox. `deployment_request` creates it in the caller's transaction and
-enqueues the task on commit; `deployment_run` claims it with a conditional UPDATE and a lease (a
-dead worker's claim expires), so two workers, a retry and the outbox sweep can all call it and the
-file is written by one of them.
+The Deployment row is the outbox (core/outbox.py). `deployment_request` creates it in the
+caller's transaction and enqueues the task on commit. `deployment_run` takes one short step and
+returns when the next one is due, so no worker sleeps while Airflow parses:
+
+1. PENDING: claim; re-check the stored code (hash, `check_source`, equal to a fresh render) and
+   the environment (folder, prefix, credential names); write the file; ask Airflow to reparse it;
+   release as DEPLOYING, due again in DEPLOY_CHECK_FIRST_SECONDS.
+2. DEPLOYING: claim; one or two API calls (import errors, the DAG); then DEPLOYED, FAILED, or
+   released to be checked again a little later, until DEPLOY_REGISTRATION_TIMEOUT_SECONDS.
+
+Two workers, a retry and the outbox sweep can all call it: the claim lets one in, and a worker
+whose lease ran out and whose row was claimed again changes nothing (fenced by the lease token).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
 import time
-from datetime import datetime, timedelta
+import uuid
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from . import codegen
-from .airflow import AirflowClient, AirflowError, AirflowNotFound, AirflowUnavailable
+from .airflow import AirflowClient, AirflowError, AirflowUnavailable
+from .core.dagfiles import DagPathError, dag_file_path
 from .models import Deployment, Environment, PipelineVersion
 
 logger = logging.getLogger(__name__)
-POLL_SECONDS = 0.25
-# The outbox sweep leaves a pending row alone this long after it was requested: the on-commit
-# enqueue normally runs first.
-SWEEP_GRACE = timedelta(seconds=20)
+DAG_FILE_MODE = 0o644  # Airflow often runs as another user: it must be able to read the file.
 
 
 class DeployError(Exception):
@@ -54,8 +63,6 @@ def deployment_request(
     *, version: PipelineVersion, environment: Environment, by: object
 ) -> Deployment:
     """Ask for `version` in `environment`. The same version twice is a no-op; failed retries."""
-    from . import tasks
-
     deployment = (
         Deployment.objects.select_for_update()
         .filter(version=version, environment=environment)
@@ -64,10 +71,20 @@ def deployment_request(
     if deployment is not None:
         if deployment.state != Deployment.State.FAILED:
             return deployment
-        deployment.state = Deployment.State.PENDING
-        deployment.error = ""
-        deployment.lease_until = None
-        deployment.save(update_fields=["state", "error", "lease_until"])
+        # A fresh start: a new attempt budget, and no lease (a late worker of the failed try
+        # is fenced out).
+        Deployment.objects.filter(id=deployment.id).update(
+            state=Deployment.State.PENDING,
+            error="",
+            last_error="",
+            attempts=0,
+            lease_token=None,
+            lease_until=None,
+            next_attempt_at=timezone.now(),
+            written_at=None,
+            finished_at=None,
+        )
+        deployment.refresh_from_db()
     else:
         rendered = render_for(version, environment)
         deployment = Deployment.objects.create(
@@ -78,39 +95,156 @@ def deployment_request(
             code_sha256=rendered.sha256,
             requested_by=by,
         )
-    tasks.enqueue_on_commit(tasks.deployment_run, deployment.id)
+    Deployment.enqueue(deployment.id)
     return deployment
 
 
-def _claim(deployment_id: int) -> bool:
-    now = timezone.now()
-    claimable = Q(state=Deployment.State.PENDING) | Q(
-        state=Deployment.State.DEPLOYING, lease_until__lte=now
-    )
-    return (
-        Deployment.objects.filter(claimable, id=deployment_id).update(
-            state=Deployment.State.DEPLOYING,
-            lease_until=now + timedelta(seconds=settings.DEPLOY_LEASE_SECONDS),
-            attempts=F("attempts") + 1,
-        )
-        == 1
-    )
+def deployment_run(*, deployment_id: int) -> float | None:
+    """Take one step of one deployment; return seconds until the next is due, None when none.
 
-
-def _finish(deployment: Deployment, state: str, **fields: object) -> None:
-    fields.update(state=state, lease_until=None, finished_at=timezone.now())
-    Deployment.objects.filter(id=deployment.id).update(**fields)
-
-
-def write_atomically(folder: Path, filename: str, content: str) -> Path:
-    """Write `content` to folder/filename so that a reader sees the old file or the new, never half.
-
-    The temporary name starts with a dot and does not end in .py, so Airflow never parses it.
+    Never sleeps and never raises for Airflow or the file system: a transient error (Airflow
+    unreachable, an unwritable folder) releases the row for a retry with backoff, up to
+    DEPLOY_MAX_ATTEMPTS; a permanent one (an import error, a rejected request, tampered code)
+    ends it failed with the message.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / filename
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".tmp")
+    token = Deployment.claim(deployment_id)
+    if token is None:
+        return None
+    deployment = Deployment.objects.select_related("version__pipeline", "environment").get(
+        id=deployment_id
+    )
+    step = _write if deployment.state == Deployment.State.PENDING else _check
     try:
+        return step(deployment, token)
+    except AirflowUnavailable as exc:
+        return Deployment.release(deployment.id, token, error=str(exc))
+    except AirflowError as exc:
+        _fail(deployment, token, exc.message)
+    except Exception as exc:  # an unwritable folder, a full disk, a bug: retried, then capped
+        logger.exception("deploy step of %s failed", deployment.dag_id)
+        return Deployment.release(deployment.id, token, error=f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def deployment_run_until_done(
+    *, deployment_id: int, sleep: Callable[[float], object] = time.sleep
+) -> None:
+    """Run every step of one deployment in this process (benchmarks, the shell; not a worker)."""
+    while (again := deployment_run(deployment_id=deployment_id)) is not None:
+        sleep(again)
+
+
+# --- step 1: write ---------------------------------------------------------------------------
+
+
+def _write(deployment: Deployment, token: uuid.UUID) -> float | None:
+    environment = deployment.environment
+    problem = _environment_problem(environment) or _code_problem(deployment)
+    if problem is not None:
+        _fail(deployment, token, problem)
+        return None
+    if _newer_exists(deployment):
+        Deployment.finish(
+            deployment.id, token, state=Deployment.State.SUPERSEDED, finished_at=timezone.now()
+        )
+        return None
+    try:
+        path = dag_file_path(environment.dags_folder, deployment.dag_id)
+    except DagPathError as exc:
+        _fail(deployment, token, f"{exc} Nothing was written.")
+        return None
+    client = AirflowClient.for_environment(environment)
+    known = client.get_dag(deployment.dag_id)
+    with transaction.atomic():
+        # Writers of one pipeline in one environment take turns on its rows: an older version
+        # never overwrites a newer one, and a worker that lost its lease writes nothing.
+        rows = (
+            Deployment.objects.select_for_update(of=("self",))
+            .filter(environment=environment, version__pipeline_id=deployment.version.pipeline_id)
+            .values_list("id", "lease_token", "state", "version__number")
+        )
+        rows = list(rows)
+        if not any(pk == deployment.id and lease == token for pk, lease, *_ in rows):
+            return None
+        if any(
+            number > deployment.version.number and state != Deployment.State.FAILED
+            for _, _, state, number in rows
+        ):
+            Deployment.finish(
+                deployment.id, token, state=Deployment.State.SUPERSEDED, finished_at=timezone.now()
+            )
+            return None
+        written_at = timezone.now()
+        write_atomically(path, deployment.code)
+        Deployment.objects.filter(id=deployment.id, lease_token=token).update(
+            state=Deployment.State.DEPLOYING, written_at=written_at
+        )
+    if known and known.get("file_token"):
+        # A known file can be reparsed at once instead of at the next folder scan; a new one
+        # waits for the scan. Only a hint: the checks find the file either way.
+        with contextlib.suppress(AirflowError):
+            client.reparse_file(known["file_token"])
+    deployment.state, deployment.written_at = Deployment.State.DEPLOYING, written_at
+    # The first check in the same claim: two quick calls, no waiting (an Airflow that parses
+    # at once is done now; otherwise the row is released and checked again shortly).
+    return _check(deployment, token, client=client)
+
+
+def _environment_problem(environment: Environment) -> str | None:
+    """Check the environment's own rules again: it may have been saved before they existed."""
+    try:
+        environment.clean_fields()
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
+        )
+        return f"Environment “{environment.slug}” is misconfigured; nothing was written. {details}"
+    return None
+
+
+def _code_problem(deployment: Deployment) -> str | None:
+    """Return why the stored code may not be written, or None: it must be exactly what the
+    portal renders for this version and environment, checked again at every write."""
+    code = deployment.code
+    nothing = "Nothing was written."
+    if hashlib.sha256(code.encode()).hexdigest() != deployment.code_sha256:
+        return f"The stored code does not match its SHA-256: it changed after rendering. {nothing}"
+    try:
+        codegen.check_source(code)
+        fresh = render_for(deployment.version, deployment.environment)
+    except codegen.CodegenError as exc:
+        return f"The stored code fails the template check: {exc} {nothing}"
+    if fresh.source != code or fresh.dag_id != deployment.dag_id:
+        return (
+            f"The stored code is not what version {deployment.version.number} renders for "
+            f"{deployment.environment.slug} now (the template or PORTAL_BASE_URL changed since "
+            f"the request). {nothing} Save the pipeline again to deploy a new version."
+        )
+    return None
+
+
+def _newer_exists(deployment: Deployment) -> bool:
+    return (
+        Deployment.objects.filter(
+            environment=deployment.environment_id,
+            version__pipeline_id=deployment.version.pipeline_id,
+            version__number__gt=deployment.version.number,
+        )
+        .exclude(state=Deployment.State.FAILED)
+        .exists()
+    )
+
+
+def write_atomically(path: Path, content: str) -> Path:
+    """Write `content` to `path` so that a reader sees the old file or the new, never half.
+
+    The temporary name starts with a dot and does not end in .py, so Airflow never parses it;
+    the file is made readable by all (mkstemp creates it 0600).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, DAG_FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(content)
             handle.flush()
@@ -122,111 +256,93 @@ def write_atomically(folder: Path, filename: str, content: str) -> Path:
     return path
 
 
+# --- step 2: check registration --------------------------------------------------------------
+
+
+def _check(
+    deployment: Deployment, token: uuid.UUID, *, client: AirflowClient | None = None
+) -> float | None:
+    written_at = deployment.written_at or deployment.requested_at
+    client = client or AirflowClient.for_environment(deployment.environment)
+    error = _import_error(client, f"{deployment.dag_id}.py", written_at)
+    if error is not None:
+        _fail(deployment, token, error)
+        return None
+    dag = client.get_dag(deployment.dag_id)
+    if dag is not None and _parsed_after(dag, written_at) and not dag.get("has_import_errors"):
+        client.set_paused(deployment.dag_id, paused=False)
+        _registered(deployment, token)
+        return None
+    elapsed = (timezone.now() - written_at).total_seconds()
+    timeout = settings.DEPLOY_REGISTRATION_TIMEOUT_SECONDS
+    if elapsed >= timeout:
+        _fail(deployment, token, _timeout_message(deployment, timeout))
+        return None
+    return Deployment.release(deployment.id, token, delay=_check_delay(elapsed, timeout))
+
+
+def _check_delay(elapsed: float, timeout: float) -> float:
+    """Check often at first (a reparse of a known file takes about a second), then every few
+    seconds (a new file waits for the folder scan)."""
+    first, most = settings.DEPLOY_CHECK_FIRST_SECONDS, settings.DEPLOY_CHECK_MAX_SECONDS
+    return max(min(max(elapsed / 4, first), most, timeout - elapsed), 0.0)
+
+
+def _import_error(client: AirflowClient, filename: str, written_at: datetime) -> str | None:
+    errors = [
+        e
+        for e in client.import_errors(filename_pattern=filename)
+        if (e.filename == filename or e.filename.endswith(f"/{filename}"))
+        and e.timestamp
+        and datetime.fromisoformat(e.timestamp) >= written_at
+    ]
+    if not errors:
+        return None
+    return errors[0].stack_trace or "Airflow reported an import error with no text."
+
+
 def _parsed_after(dag: dict, moment: datetime) -> bool:
     parsed = dag.get("last_parsed_time")
     return bool(parsed) and datetime.fromisoformat(parsed) >= moment
 
 
-def wait_for_registration(
-    client: AirflowClient, *, dag_id: str, filename: str, written_at: datetime, timeout: float
-) -> str | None:
-    """Poll Airflow until the new file is parsed; return None when registered, else the error."""
-    deadline = time.monotonic() + timeout
-    while True:
-        errors = [
-            e
-            for e in client.import_errors(filename_pattern=filename)
-            if (e.filename == filename or e.filename.endswith(f"/{filename}"))
-            and e.timestamp
-            and datetime.fromisoformat(e.timestamp) >= written_at
-        ]
-        if errors:
-            return errors[0].stack_trace or "Airflow reported an import error with no text."
-        dag = client.get_dag(dag_id)
-        if dag is not None and _parsed_after(dag, written_at) and not dag.get("has_import_errors"):
-            return None
-        if time.monotonic() > deadline:
-            return (
-                f"Airflow did not register {dag_id} within {timeout:.0f} s of the file being "
-                f"written. Check that Airflow reads this environment's DAGs folder."
-            )
-        time.sleep(POLL_SECONDS)
-
-
-def deployment_run(*, deployment_id: int) -> None:
-    """Deploy one row. Safe to call twice; raises AirflowUnavailable to be retried later."""
-    if not _claim(deployment_id):
-        return
-    deployment = Deployment.objects.select_related("version__pipeline", "environment").get(
-        id=deployment_id
-    )
+def _timeout_message(deployment: Deployment, timeout: float) -> str:
     environment = deployment.environment
-    pipeline = deployment.version.pipeline
-    newer = (
-        Deployment.objects.filter(
-            environment=environment,
-            version__pipeline=pipeline,
-            version__number__gt=deployment.version.number,
-        )
-        .exclude(state=Deployment.State.FAILED)
-        .exists()
+    return (
+        f"Airflow did not register {deployment.dag_id} within {timeout:.0f} s of the file being "
+        f"written to {environment.dags_folder}. Check that Airflow's DAG processor is running, "
+        f"that it reads this folder (its DAG bundle path), that it can read the file, and that "
+        f"its folder refresh ([dag_processor] refresh_interval, 300 s by default) is shorter "
+        f"than DEPLOY_REGISTRATION_TIMEOUT_SECONDS. Then deploy again."
     )
-    if newer:
-        _finish(deployment, Deployment.State.SUPERSEDED)
-        return
-    client = AirflowClient.for_environment(environment)
-    filename = f"{deployment.dag_id}.py"
-    try:
-        known = client.get_dag(deployment.dag_id)
-        written_at = timezone.now()
-        path = write_atomically(Path(environment.dags_folder), filename, deployment.code)
-        Deployment.objects.filter(id=deployment.id).update(written_at=written_at)
-        if known and known.get("file_token"):
-            # A known file can be reparsed at once instead of at the next folder scan.
-            with contextlib.suppress(AirflowNotFound):
-                client.reparse_file(known["file_token"])
-        error = wait_for_registration(
-            client,
-            dag_id=deployment.dag_id,
-            filename=path.name,
-            written_at=written_at,
-            timeout=settings.DEPLOY_REGISTRATION_TIMEOUT_SECONDS,
-        )
-        if error is not None:
-            _finish(deployment, Deployment.State.FAILED, error=error)
-            return
-        registered_at = timezone.now()
-        client.set_paused(deployment.dag_id, paused=False)
-    except AirflowUnavailable as exc:
-        Deployment.objects.filter(id=deployment.id).update(
-            state=Deployment.State.PENDING, lease_until=None, last_attempt_error=str(exc)
-        )
-        raise
-    except AirflowError as exc:
-        _finish(deployment, Deployment.State.FAILED, error=exc.message)
-        return
+
+
+def _registered(deployment: Deployment, token: uuid.UUID) -> None:
+    now = timezone.now()
     with transaction.atomic():
-        _finish(
-            deployment,
-            Deployment.State.DEPLOYED,
-            registered_at=registered_at,
-            last_attempt_error="",
-        )
+        if not Deployment.finish(
+            deployment.id,
+            token,
+            state=Deployment.State.DEPLOYED,
+            registered_at=now,
+            finished_at=now,
+            last_error="",
+        ):
+            return
         Deployment.objects.filter(
-            environment=environment,
-            version__pipeline=pipeline,
+            environment=deployment.environment_id,
+            version__pipeline_id=deployment.version.pipeline_id,
             state=Deployment.State.DEPLOYED,
             version__number__lt=deployment.version.number,
         ).update(state=Deployment.State.SUPERSEDED)
-    logger.info("deployed %s to %s", deployment.dag_id, environment.slug)
+    logger.info("deployed %s to %s", deployment.dag_id, deployment.environment.slug)
 
 
-def deployments_due() -> list[int]:
-    """Return ids of rows the outbox sweep should enqueue again (pending, lease over)."""
-    now = timezone.now()
-    return list(
-        Deployment.objects.filter(
-            Q(state=Deployment.State.PENDING, requested_at__lte=now - SWEEP_GRACE)
-            | Q(state=Deployment.State.DEPLOYING, lease_until__lte=now)
-        ).values_list("id", flat=True)[:500]
+def _fail(deployment: Deployment, token: uuid.UUID, message: str) -> None:
+    Deployment.finish(
+        deployment.id,
+        token,
+        state=Deployment.State.FAILED,
+        error=message,
+        finished_at=timezone.now(),
     )

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from . import alerts, deploy, monitor, runs, sync
 from .airflow import AirflowUnavailable
-from .models import Environment
+from .core import outbox
+from .models import Deployment, Environment
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,12 @@ RETRY = {
 }
 
 
-@shared_task(**RETRY)
+@shared_task(acks_late=True)
 def deployment_run(deployment_id: int) -> None:
-    deploy.deployment_run(deployment_id=deployment_id)
+    """Take one deploy step; the next (a registration check, a retry) is enqueued, not awaited."""
+    again = deploy.deployment_run(deployment_id=deployment_id)
+    if again is not None:
+        Deployment.enqueue(deployment_id, countdown=again)
 
 
 @shared_task(**RETRY)
@@ -41,8 +45,7 @@ def run_refresh(run_request_id: int) -> None:
 @shared_task
 def outbox_sweep() -> None:
     """Enqueue again whatever was left pending while the broker or Airflow was down."""
-    for deployment_id in deploy.deployments_due():
-        deployment_run.delay(deployment_id)
+    outbox.sweep()  # every model on the outbox base (deployments); the rest below until moved
     to_submit, to_refresh = runs.runs_due()
     for run_id in to_submit:
         run_submit.delay(run_id)

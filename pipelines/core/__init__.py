@@ -1,0 +1,1 @@
+"""Building blocks every area uses and that use no area: the outbox base, names of env secrets."""
