@@ -135,6 +135,48 @@ def test_sqlite_statements_use_qmark_and_no_schema():
     assert value["partition_type"] == "timestamp"
 
 
+def test_the_guarded_swap_settings_reach_the_dag():
+    spec = replace(ORDERS, shrink_guard_percent=80, adopt_existing_table=True, allow_empty=True)
+    value = codegen.check_source(
+        codegen.render_dag(spec, target(), version=1, portal_url=PORTAL_URL).source
+    )
+    assert value["shrink_guard_percent"] == 80
+    assert value["adopt_existing_table"] is True
+    assert value["allow_empty"] is True
+    assert value["target_name"] == "analytics.orders_daily"
+    assert value["target_key"] == '"analytics"."orders_daily"'
+    assert value["sql"]["create_register"] == [
+        'CREATE SCHEMA IF NOT EXISTS "analytics"',
+        'CREATE TABLE IF NOT EXISTS "analytics"."portal_managed_tables" (table_name TEXT '
+        "PRIMARY KEY, pipeline TEXT NOT NULL, how TEXT NOT NULL, at TEXT NOT NULL)",
+    ]
+    assert value["sql"]["create_index"] == (
+        'CREATE INDEX IF NOT EXISTS "orders_daily__partition" ON "analytics"."orders_daily" '
+        '("order_date")'
+    )
+
+
+def test_a_timestamptz_partition_column_is_an_instant_column():
+    columns = (*ORDERS.columns[:4], Column("updated_at", "timestamptz"))
+    spec = replace(ORDERS, columns=columns, partition_column="updated_at")
+    for dialect, ddl in (("postgres", '"updated_at" TIMESTAMPTZ'), ("sqlite", '"updated_at" TEXT')):
+        value = codegen.check_source(
+            codegen.render_dag(
+                spec, target("dev", dialect, "analytics"), version=1, portal_url=PORTAL_URL
+            ).source
+        )
+        assert value["partition_type"] == "timestamptz"
+        assert value["instant_columns"] == [4]
+        assert ddl in value["sql"]["create_target"]
+
+
+def test_a_spec_saved_before_the_guard_loads_with_the_safe_defaults():
+    data = ORDERS.to_json()
+    del data["shrink_guard_percent"], data["adopt_existing_table"]
+    spec = PipelineSpec.from_json(data)
+    assert (spec.shrink_guard_percent, spec.adopt_existing_table) == (50, False)
+
+
 def test_quote_identifier_doubles_embedded_quotes():
     assert codegen.quote_identifier('we"ird', "postgres") == '"we""ird"'
     assert codegen.quote_identifier('we"ird', "sqlite") == '"we""ird"'

@@ -71,6 +71,16 @@ CASES = {
     ),
     "retry_delay_zero": ({"retry_delay_minutes": 0}, "retry_delay_minutes", "between 1 and 120"),
     "sla_too_long": ({"sla_minutes": 999999}, "sla_minutes", "between 1 and 10080"),
+    "shrink_guard_negative": (
+        {"shrink_guard_percent": -1},
+        "shrink_guard_percent",
+        "between 0 and 100",
+    ),
+    "shrink_guard_over_100": (
+        {"shrink_guard_percent": 101},
+        "shrink_guard_percent",
+        "between 0 and 100",
+    ),
     "name_not_identifier": (
         {"name": "Orders Daily!"},
         "name",
@@ -177,3 +187,21 @@ def test_api_rejects_wrong_types_with_field_errors(api_client, world):
     assert "primary_key" in errors
     assert "retries" in errors
     assert not Pipeline.objects.exists()
+
+
+def test_the_guard_settings_are_recorded_on_the_version(api_client, world):
+    payload = pipeline_payload(shrink_guard_percent=0, adopt_existing_table=True)
+    response = api_client.post(
+        "/api/v1/pipelines", json.dumps(payload), content_type="application/json"
+    )
+    assert response.status_code == 201, response.content
+    spec = PipelineVersion.objects.get().spec
+    assert (spec.shrink_guard_percent, spec.adopt_existing_table) == (0, True)
+
+
+def test_the_form_defaults_to_a_50_percent_guard_and_no_adoption(client, world):
+    client.force_login(world)
+    response = client.post(reverse("pipelines:create"), form_data())
+    assert response.status_code == 302, response.context["form"].errors
+    spec = PipelineVersion.objects.get().spec
+    assert (spec.shrink_guard_percent, spec.adopt_existing_table) == (50, False)
