@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -39,7 +40,8 @@ class ColumnInfo:
 
 
 def kind_of(raw_type: str) -> str:
-    base = raw_type.lower().split("(")[0].strip()
+    # "timestamp(3) with time zone": the precision sits inside the name, not at its end.
+    base = " ".join(re.sub(r"\([^)]*\)", " ", raw_type.lower()).split())
     return KINDS.get(base, Kind.TEXT)
 
 
