@@ -509,6 +509,12 @@ class RunRecord(models.Model):
             models.Index(
                 fields=["pipeline", "environment", "state", "partition_end"], name="run_loaded"
             ),
+            # The sync's "failed runs whose reason was not read yet": few rows, read each sync.
+            models.Index(
+                fields=["environment", "-queued_at"],
+                condition=models.Q(state="failed", error=""),
+                name="run_failed_unexplained",
+            ),
         ]
 
     def __str__(self) -> str:
