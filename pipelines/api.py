@@ -15,7 +15,7 @@ from ninja.security import HttpBearer
 
 from . import deploy, runs, selectors, services
 from .codegen import CodegenError
-from .forms import PipelineForm, RunNowForm
+from .forms import BOUNDS, DEFAULTS, MAX_TAGS, PipelineForm, RunNowForm
 from .models import Deployment, Environment, Pipeline, RunRequest
 from .tokens import token_user
 
@@ -50,7 +50,12 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     errors: dict[str, list[str]] = {}
     for item in exc.errors:
         loc = [str(p) for p in item.get("loc", []) if p not in ("body", "payload", "query")]
-        errors.setdefault(".".join(loc) or "__all__", []).append(item.get("msg", "Invalid."))
+        # The form's words for a missing field, and one key per field (not per list item).
+        msg = "This field is required." if item.get("type") == "missing" else item.get("msg")
+        msg = msg or "Invalid."
+        if len(loc) > 1:
+            msg = f"{'.'.join(loc[1:])}: {msg}"
+        errors.setdefault(loc[0] if loc else "__all__", []).append(msg)
     return errors_response(request, errors)
 
 
@@ -61,32 +66,84 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
     )
 
 
-class PipelineIn(Schema):
-    """The new-pipeline fields; values are checked by PipelineForm, not here."""
+def form_help(name: str) -> str:
+    """Return PipelineForm's help text for a field, so the API documents what the form says."""
+    return str(PipelineForm.base_fields[name].help_text)
 
-    name: Any = None
-    team: Any = None
-    owner: Any = None
-    source: Any = None
-    target_table: Any = None
-    schedule: Any = None
-    timezone: Any = None
-    primary_key: Any = None
-    partition_column: Any = None
-    partition_grain: Any = "day"
-    sla_minutes: Any = None
-    retries: Any = 3
-    retry_delay_minutes: Any = 5
-    execution_timeout_minutes: Any = 60
-    tags: Any = None
-    runbook_url: Any = ""
-    description: Any = ""
-    allow_empty: Any = False
+
+def form_default(name: str) -> Any:
+    return PipelineForm.base_fields[name].initial
+
+
+def form_bounds(name: str) -> dict[str, int]:
+    """The field's range as JSON Schema keywords: documented here, enforced by the form."""
+    low, high = BOUNDS[name]
+    return {"minimum": low, "maximum": high}
+
+
+class PipelineIn(Schema):
+    """A new pipeline. Types are checked here (a wrong JSON type is a 422 on its field); values
+    are checked by PipelineForm, the one validation the web form uses too."""
+
+    name: str = Field(description=form_help("name"))
+    team: str = Field(description="Slug of a team you are a member of.")
+    owner: str = Field(description=form_help("owner") + " A member of the team.")
+    source: str = Field(
+        description="Source table as database.table, or the table name alone when it is unique "
+        "in the catalog."
+    )
+    target_table: str = Field(description=form_help("target_table"))
+    schedule: str = Field(description=form_help("schedule"), examples=[form_default("schedule")])
+    timezone: str = Field(description=form_help("timezone"), examples=[form_default("timezone")])
+    primary_key: list[str] = Field(
+        description="One or more source columns that identify a row.",
+        json_schema_extra={"minItems": 1},
+    )
+    partition_column: str = Field(
+        description="A date or timestamp column of the source: each run loads one partition."
+    )
+    partition_grain: str = Field(
+        form_default("partition_grain"),
+        description="One partition per day or per hour.",
+        json_schema_extra={"enum": ["day", "hour"]},
+    )
+    sla_minutes: int | None = Field(
+        None, description=form_help("sla_minutes"), json_schema_extra=form_bounds("sla_minutes")
+    )
+    retries: int = Field(
+        DEFAULTS["retries"],
+        description="Retries of a failed task.",
+        json_schema_extra=form_bounds("retries"),
+    )
+    retry_delay_minutes: int = Field(
+        DEFAULTS["retry_delay_minutes"],
+        description="Minutes before the first retry. " + form_help("retry_delay_minutes"),
+        json_schema_extra=form_bounds("retry_delay_minutes"),
+    )
+    execution_timeout_minutes: int = Field(
+        DEFAULTS["execution_timeout_minutes"],
+        description="Timeout per task, in minutes.",
+        json_schema_extra=form_bounds("execution_timeout_minutes"),
+    )
+    tags: list[str] = Field(
+        default_factory=list,
+        description='Tags, e.g. ["finance", "daily-close"].',
+        json_schema_extra={"maxItems": MAX_TAGS},
+    )
+    runbook_url: str = Field("", description=form_help("runbook_url"))
+    description: str = Field("", description="What the pipeline is for, in a few sentences.")
+    allow_empty: bool = Field(False, description=form_help("allow_empty"))
+    shrink_guard_percent: int = Field(
+        form_default("shrink_guard_percent"),
+        description=form_help("shrink_guard_percent"),
+        json_schema_extra={"minimum": 0, "maximum": 100},
+    )
+    adopt_existing_table: bool = Field(False, description=form_help("adopt_existing_table"))
 
 
 class DeploymentIn(Schema):
-    environment: str
-    version: int
+    environment: str = Field(description="Slug of the environment, e.g. dev.")
+    version: int = Field(description="Number of the pipeline version to deploy.")
 
 
 class RunIn(Schema):
