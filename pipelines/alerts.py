@@ -74,6 +74,7 @@ class EvaluateResult:
     escalated: int = 0
     resolved: int = 0
     delivery_ids: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)  # pipeline id: what failed
 
 
 def dedup_window() -> timedelta:
@@ -231,44 +232,54 @@ def alerts_evaluate(
         )
 
     touched: list[Alert] = []
+
+    def evaluate_one(pid: int) -> None:
+        row, d = rows.get(pid), deployed.get(pid)
+        if row is None or d is None:  # no longer deployed here: nothing holds
+            holding, frozen = {}, frozenset()
+        else:
+            holding = conditions_for(row, grain=d.spec.partition_grain, open_misses=misses[pid])
+            frozen = FROM_RUNS if row.orchestrator_unreachable_since else frozenset()
+        for kind, alert in open_alerts[pid].items():
+            if kind in frozen:
+                continue
+            condition = holding.get(kind)
+            if condition is None:
+                if _resolve(alert, now):
+                    result.resolved += 1
+                    notify(alert, Event.RESOLVED)
+                continue
+            if _rises(alert.severity, condition.severity):
+                if _notified(alert, now, severity=condition.severity):
+                    result.escalated += 1
+                    notify(alert, Event.ESCALATED)
+            elif _due(alert, now, window) and _notified(alert, now):
+                result.reminded += 1
+                notify(alert, Event.REMINDER)
+            alert.severity, alert.summary = condition.severity, condition.summary
+            alert.detail, alert.last_seen_at = condition.detail, now
+            touched.append(alert)
+        for kind, condition in holding.items():
+            if kind in open_alerts[pid] or kind in frozen or _suppressed(kind, holding):
+                continue
+            previous = recently_resolved.get(Alert.key_for(pid, environment.id, kind))
+            if previous is not None and not _rises(previous.severity, condition.severity):
+                result.reopened += _reopen(previous, condition, now)
+                continue
+            alert = _open(row, d.spec.runbook_url, environment, condition, now)
+            if alert is not None:
+                result.opened += 1
+                notify(alert, Event.OPENED)
+
     with transaction.atomic():
         for pid in sorted(set(rows) | set(open_alerts)):
-            row, d = rows.get(pid), deployed.get(pid)
-            if row is None or d is None:  # no longer deployed here: nothing holds
-                holding, frozen = {}, frozenset()
-            else:
-                holding = conditions_for(row, grain=d.spec.partition_grain, open_misses=misses[pid])
-                frozen = FROM_RUNS if row.orchestrator_unreachable_since else frozenset()
-            for kind, alert in open_alerts[pid].items():
-                if kind in frozen:
-                    continue
-                condition = holding.get(kind)
-                if condition is None:
-                    if _resolve(alert, now):
-                        result.resolved += 1
-                        notify(alert, Event.RESOLVED)
-                    continue
-                if _rises(alert.severity, condition.severity):
-                    if _notified(alert, now, severity=condition.severity):
-                        result.escalated += 1
-                        notify(alert, Event.ESCALATED)
-                elif _due(alert, now, window) and _notified(alert, now):
-                    result.reminded += 1
-                    notify(alert, Event.REMINDER)
-                alert.severity, alert.summary = condition.severity, condition.summary
-                alert.detail, alert.last_seen_at = condition.detail, now
-                touched.append(alert)
-            for kind, condition in holding.items():
-                if kind in open_alerts[pid] or kind in frozen or _suppressed(kind, holding):
-                    continue
-                previous = recently_resolved.get(Alert.key_for(pid, environment.id, kind))
-                if previous is not None and not _rises(previous.severity, condition.severity):
-                    result.reopened += _reopen(previous, condition, now)
-                    continue
-                alert = _open(row, d.spec.runbook_url, environment, condition, now)
-                if alert is not None:
-                    result.opened += 1
-                    notify(alert, Event.OPENED)
+            try:
+                evaluate_one(pid)
+            except Exception as exc:  # one pipeline's bug must not stop the others' alerts
+                logger.exception(
+                    "alerts of pipeline %s in %s could not be evaluated", pid, environment.slug
+                )
+                result.errors[pid] = repr(exc)
         Alert.objects.bulk_update(touched, ["severity", "summary", "detail", "last_seen_at"])
         for delivery in AlertDelivery.objects.bulk_create(deliveries):
             result.delivery_ids.append(delivery.id)
@@ -447,7 +458,9 @@ def delivery_send(*, delivery_id: int) -> None:
     except DeliveryRejected as exc:
         _finish(delivery_id, AlertDelivery.State.FAILED, error=str(exc))
         return
-    except OSError as exc:  # requests' errors, socket and SMTP errors are all OSErrors
+    # requests' errors, socket and SMTP errors are all OSErrors; anything else (a bug, an odd
+    # target) is retried the same way, up to the cap, so the claim is never left held.
+    except Exception as exc:
         error = _error_text(delivery, exc)
         if delivery.attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
             _finish(delivery_id, AlertDelivery.State.FAILED, error=f"Gave up: {error}")

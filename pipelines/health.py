@@ -7,15 +7,21 @@ read one precomputed row per pipeline.
 
 Partitions are naive wall-clock datetimes in the pipeline's zone (see schedule.py); the database
 stores them as if they were UTC (`as_stored` / `from_stored`).
+
+Total: every function here answers for any stored row (nulls, odd states, partitions at
+datetime.min or max, schedules that no longer fire) without raising; what cannot be known is None.
+A spec that cannot be evaluated at all (unknown zone or grain, a cron croniter refuses) is named by
+`spec_problem`, and monitor.py shows that instead of a verdict.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import schedule
 from .models import PipelineHealth, Verdict
@@ -38,6 +44,35 @@ def from_stored(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+def shift(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta`, clamped to datetime.min/max instead of raising OverflowError."""
+    try:
+        return moment + delta
+    except OverflowError:
+        if delta > timedelta(0):
+            return datetime.max.replace(tzinfo=moment.tzinfo)
+        return datetime.min.replace(tzinfo=moment.tzinfo)
+
+
+@functools.lru_cache(maxsize=8192)
+def spec_problem(spec: PipelineSpec) -> str | None:
+    """Return why health cannot be computed for `spec` (a stored spec the portal no longer
+    accepts), or None when it can."""
+    try:
+        ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return f"Its time zone “{spec.timezone}” is unknown."
+    if spec.partition_grain not in schedule.GRAINS:
+        return f"Its partition grain “{spec.partition_grain}” is unknown."
+    try:
+        schedule.validate_cron(spec.schedule)
+    except (schedule.ScheduleError, TypeError, AttributeError) as exc:
+        return f"Its schedule “{spec.schedule}” cannot be used: {exc}"
+    if spec.sla_minutes is not None and not 0 <= spec.sla_minutes <= 525_600:
+        return f"Its SLA of {spec.sla_minutes} minutes is out of range."
+    return None
+
+
 def grace_for(spec: PipelineSpec) -> timedelta:
     return timedelta(minutes=spec.sla_minutes) if spec.sla_minutes else DEFAULT_GRACE
 
@@ -46,31 +81,49 @@ def wall_to_aware(partition: datetime, tz: str) -> datetime:
     """The real moment a wall-clock time names (the first one, in a repeated DST hour), in UTC.
 
     In UTC because Python subtracts two datetimes that share a tzinfo as wall-clock times,
-    ignoring a DST change between them.
+    ignoring a DST change between them. At the ends of the calendar (where the offset would
+    leave datetime's range) the wall-clock time is read as UTC.
     """
-    return partition.replace(tzinfo=ZoneInfo(tz), fold=0).astimezone(UTC)
+    try:
+        return partition.replace(tzinfo=ZoneInfo(tz), fold=0).astimezone(UTC)
+    except OverflowError:
+        return partition.replace(tzinfo=UTC)
 
 
 # Cached croniter reads. A recompute asks the same question (same schedule, same `now`) for every
 # pipeline that shares a schedule, and croniter costs ~75 µs a call; the answers are pure.
 
 
-@functools.lru_cache(maxsize=8192)
-def previous_fire(cron: str, tz: str, before: datetime) -> datetime:
-    """schedule.previous_fire_time, cached."""
-    return schedule.previous_fire_time(cron, tz, before=before)
+# croniter raises when no fire is found within its search window (a schedule that stopped
+# firing, a moment at the calendar's ends); for health that is "no fire", not an error.
+NO_FIRE = (ValueError, KeyError, OverflowError, LookupError)
 
 
 @functools.lru_cache(maxsize=8192)
-def next_fire(cron: str, tz: str, after: datetime) -> datetime:
-    """The first of schedule.next_fire_times, cached."""
-    return schedule.next_fire_times(cron, tz, 1, after=after)[0]
+def previous_fire(cron: str, tz: str, before: datetime) -> datetime | None:
+    """schedule.previous_fire_time, cached; None when there is none."""
+    try:
+        return schedule.previous_fire_time(cron, tz, before=before)
+    except NO_FIRE:
+        return None
+
+
+@functools.lru_cache(maxsize=8192)
+def next_fire(cron: str, tz: str, after: datetime) -> datetime | None:
+    """The first of schedule.next_fire_times, cached; None when there is none."""
+    try:
+        return schedule.next_fire_times(cron, tz, 1, after=after)[0]
+    except NO_FIRE:
+        return None
 
 
 @functools.lru_cache(maxsize=8192)
 def fire_partitions(cron: str, tz: str, grain: str, fire: datetime) -> tuple[datetime, ...]:
-    """schedule.partitions_for_fire, cached (as a tuple: callers share it)."""
-    return tuple(schedule.partitions_for_fire(cron, tz, grain, fire))
+    """schedule.partitions_for_fire, cached (as a tuple: callers share it); () when unknown."""
+    try:
+        return tuple(schedule.partitions_for_fire(cron, tz, grain, fire))
+    except NO_FIRE:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -83,10 +136,9 @@ class Freshness:
 
 def expected_partition(spec: PipelineSpec, now: datetime) -> datetime | None:
     """Return the newest partition whose loading fire is at least `grace` in the past."""
-    cutoff = now - grace_for(spec) + timedelta(microseconds=1)
-    try:
-        fire = previous_fire(spec.schedule, spec.timezone, cutoff)
-    except Exception:  # croniter finds no earlier fire within its search window
+    cutoff = shift(now, timedelta(microseconds=1) - grace_for(spec))
+    fire = previous_fire(spec.schedule, spec.timezone, cutoff)
+    if fire is None:
         return None
     parts = fire_partitions(spec.schedule, spec.timezone, spec.partition_grain, fire)
     return parts[-1] if parts else None
@@ -98,10 +150,10 @@ def freshness(spec: PipelineSpec, latest_loaded: datetime | None, now: datetime)
     if expected is None or latest_loaded is None:
         return Freshness(expected, latest_loaded, None, None)
     step = schedule.GRAINS[spec.partition_grain]
-    lag, cursor = 0, latest_loaded
-    while cursor < expected:
-        cursor += step
-        lag += 1
+    # Wall-clock steps from the newest loaded partition up to the expected one (a whole
+    # partition counts once partly missing); arithmetic, not a loop: a stored partition may
+    # sit at datetime.min.
+    lag = max(0, -((latest_loaded - expected) // step))
     hours = (
         wall_to_aware(expected, spec.timezone) - wall_to_aware(latest_loaded, spec.timezone)
     ).total_seconds() / 3600
@@ -120,16 +172,20 @@ def deadlines_between(spec: PipelineSpec, after: datetime, until: datetime) -> l
     if not spec.sla_minutes:
         return []
     sla = timedelta(minutes=spec.sla_minutes)
-    result = []
-    fire = after - sla
+    result: list[Deadline] = []
+    fire = shift(after, -sla)
     while True:
-        fire = schedule.next_fire_times(spec.schedule, spec.timezone, 1, after=fire)[0]
-        if fire + sla > until:
+        try:
+            fire = schedule.next_fire_times(spec.schedule, spec.timezone, 1, after=fire)[0]
+            parts = schedule.partitions_for_fire(
+                spec.schedule, spec.timezone, spec.partition_grain, fire
+            )
+        except NO_FIRE:  # no further fire croniter can find: no further deadline
             return result
-        parts = schedule.partitions_for_fire(
-            spec.schedule, spec.timezone, spec.partition_grain, fire
-        )
-        result.append(Deadline(fire, fire + sla, tuple(parts)))
+        deadline = shift(fire, sla)
+        if deadline > until:
+            return result
+        result.append(Deadline(fire, deadline, tuple(parts)))
 
 
 def loaded_by(
@@ -145,10 +201,16 @@ def loaded_by(
     step = schedule.GRAINS[grain]
     latest = None
     for part in partitions:
+        part_end = shift(part, step)
         finishes = [
             end_date
             for start, end, end_date in successes
-            if start <= part and part + step <= end and (deadline is None or end_date <= deadline)
+            if start is not None
+            and end is not None
+            and end_date is not None
+            and start <= part
+            and part_end <= end
+            and (deadline is None or end_date <= deadline)
         ]
         if not finishes:
             return None
@@ -171,16 +233,24 @@ class RunStats:
 
 
 def run_stats(runs: list[tuple[str, datetime, float | None]], now: datetime) -> RunStats:
-    """Summarise runs given as (state, queued_or_start_time, duration_s), newest first."""
-    week, month = now - timedelta(days=7), now - timedelta(days=30)
+    """Summarise runs given as (state, queued_or_start_time, duration_s), newest first.
+
+    A run without a time counts for the streak and the last state, not for the rates; a
+    duration that is not a finite number of seconds is left out of the percentiles.
+    """
+    week, month = shift(now, -timedelta(days=7)), shift(now, -timedelta(days=30))
 
     def rate(since: datetime) -> tuple[int, float | None]:
-        done = [state for state, at, _ in runs if at >= since and state in TERMINAL]
+        done = [state for state, at, _ in runs if at and at >= since and state in TERMINAL]
         return len(done), (done.count("success") / len(done) if done else None)
 
     runs_7d, rate_7d = rate(week)
     _, rate_30d = rate(month)
-    durations = sorted(d for state, at, d in runs if state == "success" and d and at >= month)
+    durations = sorted(
+        float(d)
+        for state, at, d in runs
+        if state == "success" and at and at >= month and _seconds(d)
+    )
     streak = 0
     for state, _, _ in runs:
         if state == "failed":
@@ -198,6 +268,10 @@ def run_stats(runs: list[tuple[str, datetime, float | None]], now: datetime) -> 
         p95_duration_s=percentile(durations, 0.95),
         failing_streak=streak,
     )
+
+
+def _seconds(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -233,7 +307,8 @@ def verdict_for(
         return Verdict.WARNING, "Runs so far loaded nothing."
     if fresh.lag_partitions and fresh.lag_partitions > 0:
         many = "partition" if fresh.lag_partitions == 1 else "partitions"
-        return Verdict.STALE, f"{fresh.lag_partitions} {many} behind ({fresh.lag_hours:.1f} h)."
+        hours = fresh.lag_hours or 0.0
+        return Verdict.STALE, f"{fresh.lag_partitions} {many} behind ({hours:.1f} h)."
     if retrying:
         return Verdict.WARNING, "A task is retrying."
     if stats.success_rate_7d is not None and stats.success_rate_7d < FLAPPING_SUCCESS_RATE:

@@ -71,7 +71,10 @@ def to_record(
 ) -> RunRecord:
     start, end = run_partitions(run, spec)
     queued = _parse(run.get("queued_at")) or _parse(run.get("run_after")) or now
-    return RunRecord(
+    duration = run.get("duration")
+    if duration is not None and not isinstance(duration, int | float):
+        raise ValueError(f"duration {duration!r} is not a number")
+    record = RunRecord(
         environment=environment,
         pipeline_id=pipeline_id,
         dag_id=run["dag_id"],
@@ -84,11 +87,16 @@ def to_record(
         queued_at=queued,
         start_date=_parse(run.get("start_date")),
         end_date=_parse(run.get("end_date")),
-        duration_s=run.get("duration"),
+        duration_s=duration,
         partition_start=start and health.as_stored(start),
         partition_end=end and health.as_stored(end),
         synced_at=now,
     )
+    for name in ("dag_id", "dag_run_id", "run_type", "state"):
+        # Checked here, per run: one value the column cannot hold would fail the whole upsert.
+        if len(getattr(record, name)) > RunRecord._meta.get_field(name).max_length:
+            raise ValueError(f"{name} is longer than the portal stores")
+    return record
 
 
 def _claim(environment: Environment, now: datetime) -> SyncState | None:
@@ -103,16 +111,45 @@ def _claim(environment: Environment, now: datetime) -> SyncState | None:
 
 
 def environment_sync(*, environment_id: int, client: AirflowClient | None = None) -> SyncResult:
-    """Pull runs changed since the watermark, upsert them, recompute the pipelines they touch."""
+    """Pull runs changed since the watermark, upsert them, recompute the pipelines they touch.
+
+    One pipeline's bad run or spec is logged, shown on its health row and in SyncState's
+    last_error, and skipped; the others are synced. The lease is released however this ends.
+    """
     environment = Environment.objects.get(id=environment_id)
     started = timezone.now()
     state = _claim(environment, started)
     if state is None:
         return SyncResult(skipped=True)
+    try:
+        return _sync(environment, state, started, client)
+    except Exception as exc:
+        if not isinstance(exc, AirflowError):  # those wrote their own last_error
+            logger.exception("sync of environment %s failed", environment.slug)
+            SyncState.objects.filter(id=state.id).update(last_error=f"Sync failed: {exc!r}")
+        raise
+    finally:
+        # Fenced by our own lease: a sync that outlived it must not free a newer one's claim.
+        SyncState.objects.filter(id=state.id, lease_until=state.lease_until).update(
+            lease_until=None
+        )
+
+
+def _sync(
+    environment: Environment, state: SyncState, started: datetime, client: AirflowClient | None
+) -> SyncResult:
     client = client or AirflowClient.for_environment(environment)
     since = state.watermark - OVERLAP if state.watermark else started - FIRST_SYNC_LOOKBACK
-    deployed = monitor.deployed_pipelines(environment)
-    by_dag = {environment.dag_id_for(d.spec.name): d for d in deployed.values()}
+    unreadable: dict[int, monitor.Unreadable] = {}
+    deployed = monitor.deployed_pipelines(environment, unreadable=unreadable)
+    # Their health rows say so (recomputed below); the sync reads everyone else's runs.
+    errors: dict[int, str] = {pid: u.error for pid, u in unreadable.items()}
+    by_dag = {}
+    for d in deployed.values():
+        try:
+            by_dag[environment.dag_id_for(d.spec.name)] = d
+        except Exception as exc:
+            _failed(environment, d.pipeline_id, errors, f"Its DAG id cannot be made: {exc!r}")
     prefix = environment.dag_id_prefix
     try:
         records, seen = [], 0
@@ -120,13 +157,18 @@ def environment_sync(*, environment_id: int, client: AirflowClient | None = None
             seen += 1
             d = by_dag.get(run.get("dag_id"))
             if d is not None:
-                record = to_record(
-                    run,
-                    environment=environment,
-                    pipeline_id=d.pipeline_id,
-                    spec=d.spec,
-                    now=started,
-                )
+                try:
+                    record = to_record(
+                        run,
+                        environment=environment,
+                        pipeline_id=d.pipeline_id,
+                        spec=d.spec,
+                        now=started,
+                    )
+                except Exception as exc:  # one odd run must not stop the environment's sync
+                    error = f"The sync could not read run {run.get('dag_run_id')!r}: {exc!r}"
+                    _failed(environment, d.pipeline_id, errors, error)
+                    continue
                 records.append(record)
         ids = {dag_id: d.pipeline_id for dag_id, d in by_dag.items()}
         import_errors = {PurePosixPath(f).stem for f in client.import_error_files()}
@@ -146,8 +188,11 @@ def environment_sync(*, environment_id: int, client: AirflowClient | None = None
     _upsert(records)
     explain_failures(environment, client)
     changed = {r.pipeline_id for r in records} | _flags_changed(environment, set(deployed), flags)
+    changed |= set(errors)
     recomputed = (
-        monitor.health_recompute(environment, changed, now=started, flags=flags) if changed else 0
+        monitor.health_recompute(environment, changed, now=started, flags=flags, errors=errors)
+        if changed
+        else 0
     )
     PipelineHealth.objects.filter(
         environment=environment, orchestrator_unreachable_since__isnull=False
@@ -157,7 +202,7 @@ def environment_sync(*, environment_id: int, client: AirflowClient | None = None
         lease_until=None,
         last_finished_at=timezone.now(),
         last_runs_seen=seen,
-        last_error="",
+        last_error="; ".join(f"pipeline {pid}: {error}" for pid, error in sorted(errors.items())),
         unreachable_since=None,
     )
     return SyncResult(runs_seen=seen, runs_written=len(records), pipelines_recomputed=recomputed)
@@ -234,6 +279,11 @@ def explain_failures(environment: Environment, client: AirflowClient) -> int:
             error=reason
         )
     return len(unexplained)
+
+
+def _failed(environment: Environment, pipeline_id: int, errors: dict[int, str], error: str) -> None:
+    logger.exception("sync of pipeline %s in %s: %s", pipeline_id, environment.slug, error)
+    errors.setdefault(pipeline_id, error)
 
 
 def _ours(dag_ids: set[str], ids: dict[str, int]) -> set[int]:

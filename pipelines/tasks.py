@@ -68,8 +68,10 @@ def environment_sync(environment_id: int) -> None:
         sync.environment_sync(environment_id=environment_id)
     except AirflowUnavailable:
         logger.warning("Airflow of environment %s unreachable; health rows say so", environment_id)
-    # Also when unreachable: SLA misses still page, and reminders follow the clock.
-    alerts.alerts_evaluate(environment=Environment.objects.get(id=environment_id))
+    finally:
+        # Also when unreachable or the sync failed: SLA misses still page, and reminders
+        # follow the clock.
+        alerts.alerts_evaluate(environment=Environment.objects.get(id=environment_id))
 
 
 @shared_task(acks_late=True)
@@ -78,11 +80,18 @@ def sla_evaluate_all() -> None:
     the health rows the clock alone has changed (a fire passed, a grace ran out: stale)."""
     for environment in Environment.objects.all():
         now = timezone.now()
-        changed = monitor.sla_evaluate(environment, now=now)
-        changed |= set(monitor.due_for_refresh(environment, now))
-        if changed:
-            monitor.health_recompute(environment, changed, now=now)
-        alerts.alerts_evaluate(environment=environment)
+        errors: dict[int, str] = {}  # pipelines whose check failed: their health rows say so
+        try:
+            changed = monitor.sla_evaluate(environment, now=now, errors=errors)
+            changed |= set(monitor.due_for_refresh(environment, now))
+            if changed:
+                monitor.health_recompute(environment, changed, now=now, errors=errors)
+        except Exception:  # one environment's failure must not stop the next one's checks
+            logger.exception("SLA check of environment %s failed", environment.slug)
+        try:
+            alerts.alerts_evaluate(environment=environment)
+        except Exception:
+            logger.exception("alert evaluation of environment %s failed", environment.slug)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
