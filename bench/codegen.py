@@ -279,7 +279,7 @@ def timed_deploy(version: Any, environment: Environment, user: Any) -> dict[str,
     from pipelines.models import Deployment
 
     deployment = deploy.deployment_request(version=version, environment=environment, by=user)
-    deploy.deployment_run(deployment_id=deployment.id)
+    deploy.deployment_run_until_done(deployment_id=deployment.id)  # steps, as a worker would
     deployment.refresh_from_db()
     if deployment.state != Deployment.State.DEPLOYED:
         raise BenchError(
