@@ -91,11 +91,18 @@ def validate_cron(expr: str) -> str:
 
 
 def describe(expr: str) -> str:
-    """Return a plain-English description of a valid cron ("At 02:00")."""
+    """Return a plain-English description of a valid cron ("At 02:00").
+
+    cron_descriptor cannot word every cron croniter accepts ("0 0 * */2,* *"): then the cron
+    itself is the description.
+    """
     options = Options()
     options.use_24hour_time_format = True
     options.verbose = True
-    return get_description(expr, options)
+    try:
+        return get_description(expr, options)
+    except Exception:  # cron_descriptor's FormatError and the ValueErrors under it
+        return f"Cron “{expr}”"
 
 
 # Airflow's CronDataIntervalTimetable (airflow/timetables/_cron.py and interval.py, Airflow
@@ -486,7 +493,10 @@ def dst_notes(expr: str, tz: str, grain: str, *, now: datetime) -> list[DstNote]
             continue
         span = abs(change.shift)
         runs = airflow_runs(
-            expr, tz, after=change.at - span, until=change.at + span + timedelta(days=8)
+            expr,
+            tz,
+            after=change.at - span - timedelta(seconds=1),
+            until=change.at + span + timedelta(hours=1),
         )
         times = " and ".join(f"{t:%H:%M}" for t in affected[:3]) + (
             " …" if len(affected) > 3 else ""
@@ -499,8 +509,9 @@ def dst_notes(expr: str, tz: str, grain: str, *, now: datetime) -> list[DstNote]
             verb = "happens" if len(affected) == 1 else "happen"
             head = f"{times} {verb} twice in {tz} (clocks go back from {hi:%H:%M} to {lo:%H:%M})"
             around = [r for r in runs if change.at - span <= r.end < change.at + span]
-        later = [r for r in runs if r.end >= change.at + span and r not in around]
-        usual = len(_partitions(later[0].start, later[0].end, grain, tz)) if later else 1
+        # What a run loads on an ordinary day: the first fire a day after the change.
+        (ordinary,) = next_fire_times(expr, tz, 1, after=change.at + timedelta(days=1))
+        usual = len(partitions_for_fire(expr, tz, grain, ordinary))
         said = []
         for run in around:
             parts = _partitions(run.start, run.end, grain, tz)
