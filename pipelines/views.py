@@ -166,7 +166,10 @@ def deployment_table(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def deployment_create(request: HttpRequest, slug: str) -> HttpResponse:
     pipeline = _editable(request, slug)
-    version = get_object_or_404(pipeline.versions, number=request.POST.get("version", "0"))
+    number = request.POST.get("version", "")  # not a number (or NUL): 404, not a 500
+    version = get_object_or_404(
+        pipeline.versions, number=int(number) if number.isascii() and number.isdigit() else 0
+    )
     env = get_object_or_404(Environment, slug=request.POST.get("environment", ""))
     deploy.deployment_request(version=version, environment=env, by=request.user)
     if not request.htmx:
