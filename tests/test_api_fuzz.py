@@ -29,7 +29,7 @@ from pipelines.forms import PipelineForm
 from pipelines.models import Alert, Deployment, Pipeline, RunRequest
 from pipelines.services import pipeline_create
 from pipelines.tokens import token_create
-from tests.conftest import form_data, make_health
+from tests.conftest import form_data, make_health, pipeline_payload
 
 MAX_EXAMPLES = 30  # per operation: about 12 s for the whole API
 FUZZ_SETTINGS = settings(
@@ -187,3 +187,59 @@ def test_no_generated_request_gets_a_server_error(alice, known, wsgi_app, caplog
     assert failures == [], "\n".join(failures)
     # The middleware's last-resort hook was never needed: every NUL was refused up front.
     assert "unstorable text reached the database" not in caplog.text
+
+
+def test_openapi_describes_the_new_pipeline_fields(client, db):
+    """The document the fuzzer reads: real types, the form's defaults and help texts."""
+    doc = client.get("/api/v1/openapi.json").json()
+    fields = doc["components"]["schemas"]["PipelineIn"]["properties"]
+    required = set(doc["components"]["schemas"]["PipelineIn"]["required"])
+    assert fields["name"]["type"] == "string"
+    assert fields["name"]["description"] == PipelineForm.base_fields["name"].help_text
+    assert fields["primary_key"] == {**fields["primary_key"], "type": "array", "minItems": 1}
+    assert fields["primary_key"]["items"] == {"type": "string"}
+    assert fields["sla_minutes"]["anyOf"] == [{"type": "integer"}, {"type": "null"}]
+    assert (fields["retries"]["type"], fields["retries"]["default"]) == ("integer", 3)
+    assert fields["partition_grain"]["enum"] == ["day", "hour"]
+    assert fields["allow_empty"] == {**fields["allow_empty"], "type": "boolean", "default": False}
+    guard = fields["shrink_guard_percent"]
+    assert (guard["type"], guard["default"], guard["minimum"], guard["maximum"]) == (
+        "integer",
+        50,
+        0,
+        100,
+    )
+    assert guard["description"] == PipelineForm.base_fields["shrink_guard_percent"].help_text
+    adopt = fields["adopt_existing_table"]
+    assert (adopt["type"], adopt["default"]) == ("boolean", False)
+    assert "not created by the portal" in adopt["description"]
+    assert {"name", "team", "owner", "source", "primary_key"} <= required
+    assert not {"retries", "tags", "allow_empty", "shrink_guard_percent"} & required
+    assert not [name for name, field in fields.items() if field == {"title": field.get("title")}]
+
+
+def test_wrong_json_types_and_missing_fields_are_422_by_field(api_client, orders, environments):
+    body = {
+        "name": 7,
+        "team": "payments",
+        "source": "orders",
+        "primary_key": ["order_id", 3],
+        "retries": "many",
+        "allow_empty": "perhaps",
+        "shrink_guard_percent": "half",
+    }
+    response = api_client.post("/api/v1/pipelines", body, content_type="application/json")
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert set(errors) >= {"name", "primary_key", "retries", "allow_empty", "shrink_guard_percent"}
+    assert errors["primary_key"] == ["1: Input should be a valid string"]
+    assert errors["owner"] == ["This field is required."]  # the form's words
+    assert not Pipeline.objects.exists()
+
+
+def test_typed_payload_with_the_new_fields_creates_the_pipeline(api_client, orders, environments):
+    body = pipeline_payload(shrink_guard_percent=80, adopt_existing_table=True)
+    response = api_client.post("/api/v1/pipelines", body, content_type="application/json")
+    assert response.status_code == 201, response.content
+    spec = Pipeline.objects.get().versions.get().spec
+    assert (spec.shrink_guard_percent, spec.adopt_existing_table) == (80, True)
