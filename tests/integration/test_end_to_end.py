@@ -79,28 +79,28 @@ def _import_errors(kind):
 
 
 def test_file_airflow_rejects_is_a_failed_deployment_with_its_message(client, warehouse, alice):
+    """A render that passes every portal check but that Airflow cannot import (here a time zone
+    unknown to Airflow, planted in the stored spec) ends failed with Airflow's own message.
+
+    Tampering with the stored code itself is no way to get there: the deploy re-renders and
+    refuses code that differs (tests/test_deploy.py)."""
+    from pipelines.models import PipelineVersion
+
     key = token_create(user=alice)
     name = unique("broken")
     payload = pipeline_payload(name=name, target_table=name.replace("-", "_"))
     assert post(client, "/api/v1/pipelines", payload, key).status_code == 201
-    # Stand in for a render Airflow cannot import: the portal's check_source would never pass
-    # this, so the test writes it straight into the outbox row.
-    from pipelines import tasks
-    from pipelines.models import Environment, PipelineVersion
-
     version = PipelineVersion.objects.get(pipeline__slug=name)
-    deployment = Deployment.objects.create(
-        version=version,
-        environment=Environment.objects.get(slug="dev"),
-        dag_id=f"it_{warehouse}__{name.replace('-', '_')}",
-        code="from airflow.sdk import DAG\nimport portal_no_such_module_xyz\n",
-        code_sha256="broken",
-        requested_by=alice,
+    PipelineVersion.objects.filter(id=version.id).update(
+        spec_json={**version.spec_json, "timezone": "Mars/Olympus"}
     )
-    tasks.deployment_run.delay(deployment.id)
-    done = wait_deployment(client, deployment.id, key, what="the broken deployment to finish")
+    response = post(
+        client, f"/api/v1/pipelines/{name}/deployments", {"environment": "dev", "version": 1}, key
+    )
+    assert response.status_code == 202, response.content
+    done = wait_deployment(client, response.json()["id"], key, what="the broken deployment")
     assert done["state"] == "failed"
-    assert "No module named 'portal_no_such_module_xyz'" in done["error"]
+    assert "Mars/Olympus" in done["error"], done["error"]
 
 
 def test_deploy_while_airflow_is_down_waits_then_lands(client, warehouse, alice, airflow):
