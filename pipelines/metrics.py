@@ -76,14 +76,32 @@ class HealthCollector(Collector):
         yield from (lag, lag_hours, last_success, verdict, misses, unreachable)
 
 
-@require_GET
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Scrape endpoint; when METRICS_TOKEN is set, a matching bearer token is required."""
+def metrics_allowed(request: HttpRequest) -> bool:
+    """Return whether the request may read /metrics.
+
+    The labels name every pipeline, owner and team, so the scrape needs the bearer token or a
+    logged-in user; it is open only while DEBUG is on and no token is set (local runs).
+    """
     token = settings.METRICS_TOKEN
     if token:
         sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(sent.encode(), token.encode()):
-            return HttpResponse("Send Authorization: Bearer <METRICS_TOKEN>.\n", status=401)
+        if hmac.compare_digest(sent.encode(), token.encode()):
+            return True
+    if request.user.is_authenticated:
+        return True
+    return settings.DEBUG and not token
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Scrape endpoint: PipelineHealth as Prometheus gauges, for the token or a logged-in user."""
+    if not metrics_allowed(request):
+        how = "Send Authorization: Bearer <METRICS_TOKEN>, or log in."
+        if not settings.METRICS_TOKEN:
+            how = "Log in, or set METRICS_TOKEN and send Authorization: Bearer <METRICS_TOKEN>."
+        response = HttpResponse(how + "\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HealthCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -128,6 +128,25 @@ LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 
+# --- TLS behind a proxy -------------------------------------------------------------------------
+# Off by default so that `make run` serves plain http://127.0.0.1; a production deployment behind
+# a TLS-terminating proxy sets them (README: "TLS behind a proxy"). `check --deploy` is clean then.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(f"SECURE_HSTS_SECONDS must be 0 or more, not {SECURE_HSTS_SECONDS}")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# "HTTP_X_FORWARDED_PROTO,https": the header (as Django names it) and the value that means
+# https. Only set it when the proxy always overwrites that header, or a client can forge https.
+_proxy_header = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _proxy_header and (len(_proxy_header) != 2 or not _proxy_header[0].startswith("HTTP_")):
+    raise ImproperlyConfigured(
+        "SECURE_PROXY_SSL_HEADER must be <HTTP_HEADER_NAME>,<value>, e.g. "
+        f"HTTP_X_FORWARDED_PROTO,https, not {','.join(_proxy_header)!r}"
+    )
+SECURE_PROXY_SSL_HEADER = (_proxy_header[0], _proxy_header[1]) if _proxy_header else None
+
 # --- I18n and static ----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -216,7 +235,8 @@ EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "pipeline-portal@localhost")
 
 # --- Metrics ------------------------------------------------------------------------------------
-# /metrics is open when empty (scraped from inside the network); set it to require a bearer token.
+# /metrics needs `Authorization: Bearer <METRICS_TOKEN>` or a logged-in user; only while DEBUG is on
+# and no token is set is it open (local runs).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # --- Logging ------------------------------------------------------------------------------------

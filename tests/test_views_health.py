@@ -121,6 +121,7 @@ def test_metrics_exposes_health(client, fleet, settings, environments):
     PipelineHealth.objects.filter(pipeline__slug="growth-ok", environment__slug="dev").update(
         last_success_at=datetime(2026, 11, 20, tzinfo=UTC)
     )
+    settings.DEBUG = True  # open without a token or a login only while DEBUG is on
     text = client.get("/metrics").content.decode()
     assert (
         'portal_pipeline_verdict{environment="dev",owner="alice",pipeline="payments-failing",'
