@@ -2,8 +2,8 @@
 
 Run as `.venv/bin/python bench/codegen.py` (or `make bench-codegen`). Prints a table with each
 figure next to its target (PASS/MISS) and, last, one JSON line holding every number. Exits 0
-whether or not targets are met; non-zero only when something is broken (an import error, a
-DAG count that is off, a failed deployment, Airflow not starting).
+when every target is met, 2 on a MISS, 1 when something is broken (an import error, a DAG
+count that is off, a failed deployment, Airflow not starting).
 
 1. render: `codegen.render_dag` (render + `check_source`) over varied specs, median and p95.
 2. deploy: the portal's own deploy path (`deployment_request` + `deployment_run`) against a
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pipelines.models import Environment
     from pipelines.spec import PipelineSpec
 
-from common import BenchError, Row, median, p95, print_table, run, verdict
+from common import BenchError, Row, exit_code, median, p95, print_table, run, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".airflow" / "venv-bench"
@@ -737,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     differences = ", ".join(results["parse"]["differences"])
     print(f"(the two folders' DAGs differ only in: {differences})")
     print(json.dumps(results, sort_keys=False))
-    return 0
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def exit_code(rows: list[Row]) -> int:
+    """0 when every target is met, 2 on any MISS (1 is kept for 'broken')."""
+    return 2 if any(row.result == "MISS" for row in rows) else 0
+
+
 def run(main: Callable[[], int]) -> None:
     """Exit with main()'s code; a BenchError (something broken, not slow) exits 1."""
     try:

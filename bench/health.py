@@ -2,8 +2,8 @@
 
 Run as `.venv/bin/python bench/health.py` (or `make bench-health`). Prints a table with each
 figure next to its target (PASS/MISS) and, last, one JSON line holding every number. Exits 0
-whether or not targets are met; non-zero only when something is broken (PostgreSQL unreachable,
-a page that does not answer 200, a sync that skips or writes the wrong number of runs).
+when every target is met, 2 on a MISS, 1 when something is broken (PostgreSQL unreachable, a
+page that does not answer 200, a sync that skips or writes the wrong number of runs).
 
 1. seed: a dedicated PostgreSQL database (`portal_bench`, recreated each run) with 2,000
    pipelines x dev/stage/prod, their deployed versions, 1,000,000 RunRecords over 60 days and
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from pipelines.models import Environment
     from pipelines.spec import PipelineSpec
 
-from common import BenchError, Row, log, median, p95, print_table, run, verdict
+from common import BenchError, Row, exit_code, log, median, p95, print_table, run, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 REPLAY_FILE = REPO / ".data" / "bench" / "airflow-dagruns-replay.json"
@@ -1138,7 +1138,7 @@ def main() -> int:
     results["wall_s"] = round(time.monotonic() - started, 1)
     print_table(rows)
     print(json.dumps(results, sort_keys=False))
-    return 0
+    return exit_code(rows)
 
 
 if __name__ == "__main__":
