@@ -192,6 +192,13 @@ def test_quote_identifier_doubles_embedded_quotes():
         lambda s: s.replace("SPEC = {", "SPEC = SPEC2 = {", 1),
         lambda s: s + "\nSPEC = {}\n",
         lambda s: s[:-10],
+        # The task code is a string constant compiled at run time: it is template, not data.
+        lambda s: s.replace(
+            "def load_partition(**context) -> dict:\n",
+            "def load_partition(**context) -> dict:\n    import os\n",
+            1,
+        ),
+        lambda s: s.replace(" duplicate keys in {span}", " dupes in {span}", 1),
     ],
 )
 def test_check_source_refuses_anything_off_template(tamper):

@@ -5,7 +5,7 @@ Airflow venv's python (Airflow is not importable from the portal's venv). It rea
 document on stdin: {"dag": <path>, "connections": {conn_id: url}, "steps": [[task, conf]...]}
 and prints one JSON line per step: {"ok": true, "result": ...} or {"ok": false, "error": ...}.
 Only `connect` is replaced (Airflow's connection lookup needs a metadata database); the task
-code itself is exactly the rendered file's.
+code itself is exactly the rendered file's, called through its task wrappers.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ def connector(connections: dict[str, str]):
 
 def main() -> None:
     job = json.load(sys.stdin)
-    namespace = {"__name__": "portal_dag_under_test"}
+    namespace = {"__name__": "portal_dag_under_test", "__file__": job["dag"]}
     with open(job["dag"]) as handle:
         exec(compile(handle.read(), job["dag"], "exec"), namespace)
-    namespace["connect"] = connector(job["connections"])
+    namespace["task"]("connect")  # compiles TASK_CODE, as the first task run would
+    namespace["_TASKS"]["connect"] = connector(job["connections"])
     for task, conf in job["steps"]:
         context = {"dag_run": types.SimpleNamespace(conf=conf)}
         try:
