@@ -31,6 +31,7 @@ chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 test: install airflow-venv services chromium
+	.venv/bin/lint-imports
 	.venv/bin/pytest
 
 unit: install

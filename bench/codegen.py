@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.local import BUNDLE_REFRESH_CHECK_INTERVAL
 
 if TYPE_CHECKING:
+    from pipelines.authoring.spec import PipelineSpec
     from pipelines.models import Environment
-    from pipelines.spec import PipelineSpec
 
 from common import BenchError, Row, exit_code, median, p95, print_table, run, verdict
 
@@ -118,7 +118,7 @@ def bench_environment(slug: str, dialect: str, schema: str, prefix: str) -> Envi
 
 def make_specs(count: int, seed: int) -> list[PipelineSpec]:
     """Return `count` distinct, valid-shaped specs of varied size (3-30 columns, long texts)."""
-    from pipelines.spec import Column, PipelineSpec
+    from pipelines.authoring.spec import Column, PipelineSpec
 
     rng = random.Random(seed)
     specs = []
@@ -175,7 +175,7 @@ def make_specs(count: int, seed: int) -> list[PipelineSpec]:
 
 def bench_render() -> dict[str, Any]:
     """Time render_dag (which runs check_source) over RENDERS varied specs and three targets."""
-    from pipelines import codegen
+    from pipelines.authoring import codegen
 
     targets = [
         bench_environment("dev", "sqlite", "", "dev__"),
@@ -275,7 +275,7 @@ def seed_catalog(airflow: Any) -> tuple[Any, Environment]:
 
 def timed_deploy(version: Any, environment: Environment, user: Any) -> dict[str, float]:
     """Request and run one deployment synchronously; return its timings or raise BenchError."""
-    from pipelines import deploy
+    from pipelines.deployments import services as deploy
     from pipelines.models import Deployment
 
     deployment = deploy.deployment_request(version=version, environment=environment, by=user)
@@ -301,10 +301,10 @@ def bench_deploy(bundle_check_s: int | None = None) -> dict[str, Any]:
     2/5, ... of the scan cycle after the previous registration, like requests arriving at
     random moments would.
     """
-    from pipelines import services
-    from pipelines.forms import PipelineForm
+    from pipelines.authoring import services
+    from pipelines.authoring.forms import PipelineForm
+    from pipelines.authoring.spec import PipelineSpec
     from pipelines.models import PipelineVersion
-    from pipelines.spec import PipelineSpec
 
     extra_env = {}
     if bundle_check_s is not None:
@@ -499,7 +499,7 @@ def write_parse_folders(root: Path) -> tuple[Path, Path]:
     """Write PARSE_DAGS generated DAG files and the same DAGs as dag-factory YAML."""
     import yaml
 
-    from pipelines import codegen
+    from pipelines.authoring import codegen
 
     generated, factory = root / "generated", root / "dag-factory"
     generated.mkdir()

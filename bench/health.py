@@ -39,8 +39,8 @@ from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
+    from pipelines.authoring.spec import PipelineSpec
     from pipelines.models import Environment
-    from pipelines.spec import PipelineSpec
 
 from common import BenchError, Row, exit_code, log, median, p95, print_table, run, verdict
 
@@ -154,8 +154,8 @@ class PipelinePlan:
 
 def base_spec() -> PipelineSpec:
     """One valid spec, as tests/test_codegen.py ORDERS; every pipeline is a variation of it."""
-    from pipelines import schedule
-    from pipelines.spec import Column, PipelineSpec
+    from pipelines.authoring.spec import Column, PipelineSpec
+    from pipelines.core import schedule
 
     spec = PipelineSpec(
         name="orders-daily",
@@ -273,7 +273,8 @@ def fires(cron: str, tz: str, grain: str, start: datetime, end: datetime) -> tup
     """Scheduled fires in (start, end], partitions computed by sync.run_partitions itself."""
     from types import SimpleNamespace
 
-    from pipelines import health, schedule, sync
+    from pipelines.core import schedule
+    from pipelines.monitoring import health, sync
 
     spec = SimpleNamespace(partition_grain=grain, timezone=tz)
     step = timedelta(hours=2) if grain == "hour" else timedelta(days=2)
@@ -514,7 +515,7 @@ def seed_runs(plans: list[PipelinePlan], environments: dict[str, Environment]) -
 
 def seed_sla_misses(plans: list[PipelinePlan], environments: dict[str, Environment]) -> int:
     """About 1.5 % of SLA deadlines missed and loaded late; failing pairs' newest miss open."""
-    from pipelines import schedule
+    from pipelines.core import schedule
     from pipelines.models import SlaMiss
 
     rng = random.Random(SEED + 7 + plans[0].index)
@@ -570,7 +571,7 @@ def analyze() -> None:
 
 def recompute_all(environments: dict[str, Environment]) -> dict[str, float]:
     """monitor.health_recompute for every deployed pipeline of each environment, timed."""
-    from pipelines import monitor
+    from pipelines.monitoring import monitor
 
     seconds = {}
     for slug, env in environments.items():
@@ -930,7 +931,7 @@ class Split:
 @contextmanager
 def instrumented(client: Any) -> Iterator[Split]:
     """Time sync's steps; `client` is a real AirflowClient whose list calls are timed too."""
-    from pipelines import monitor, sync
+    from pipelines.monitoring import monitor, sync
 
     split = Split()
     client.runs_updated_since = split.wrap_iter("fetch+parse", client.runs_updated_since)
@@ -952,8 +953,8 @@ def instrumented(client: Any) -> Iterator[Split]:
 
 def timed_sync(environment: Environment) -> dict[str, Any]:
     """One environment_sync through the real AirflowClient; its result, wall time and split."""
-    from pipelines import sync
-    from pipelines.airflow import AirflowClient
+    from pipelines.core.airflow import AirflowClient
+    from pipelines.monitoring import sync
 
     client = AirflowClient.for_environment(environment)
     with instrumented(client) as split:

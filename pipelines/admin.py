@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from . import models
+from pipelines import models
 
 
 class MembershipInline(admin.TabularInline):

@@ -12,9 +12,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from orchestrator.local import sqlite_conn_uri
-
-from .catalog import source_register
-from .models import Environment, Membership, Team
+from pipelines.catalog.services import source_register
+from pipelines.models import Environment, Membership, Team
 
 DEMO_PASSWORD = "demo-portal-2026"  # noqa: S105 - printed in the README, demo data only
 ENVIRONMENTS = [("dev", "Dev", 10, False), ("stage", "Stage", 20, True), ("prod", "Prod", 30, True)]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 
 from celery import Task, shared_task
-from django.db import transaction
 from django.utils import timezone
 
-from . import alerts, deploy, monitor, runs, sync
-from .airflow import AirflowUnavailable
-from .core import outbox
-from .models import Deployment, Environment
+from pipelines.alerts import services as alerts
+from pipelines.core import outbox
+from pipelines.core.airflow import AirflowUnavailable
+from pipelines.deployments import services as deploy
+from pipelines.models import Deployment, Environment
+from pipelines.monitoring import monitor, sync
+from pipelines.runs import services as runs
 
 logger = logging.getLogger(__name__)
 
@@ -101,19 +103,3 @@ def alert_deliver(self: Task, delivery_id: int) -> None:
         alerts.delivery_send(delivery_id=delivery_id)
     except alerts.DeliveryRetry as exc:
         raise self.retry(countdown=exc.seconds) from exc
-
-
-def enqueue_on_commit(task: Task, *args: object) -> None:
-    """Send `task` when the current transaction commits; if the broker is down, leave it.
-
-    The row is already saved as the outbox, so the sweep sends it later: the user's request must
-    not fail because the broker is unreachable.
-    """
-
-    def send() -> None:
-        try:
-            task.delay(*args)
-        except Exception:  # broker down: kombu's OperationalError, socket errors, …
-            logger.warning("could not enqueue %s%r; the outbox sweep will", task.name, args)
-
-    transaction.on_commit(send)

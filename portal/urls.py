@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from pipelines.api import api
-from pipelines.metrics import metrics
+from pipelines.api.v1 import api
+from pipelines.monitoring.metrics import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -13,5 +13,5 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", api.urls),
     path("metrics", metrics, name="metrics"),
-    path("", include("pipelines.urls")),
+    path("", include("pipelines.web.urls")),
 ]

@@ -86,7 +86,7 @@ print(json.dumps(out))
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from pipelines import schedule
+    from pipelines.core import schedule
 
     cases = []
     for tz in ZONES:

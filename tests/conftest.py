@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
+from pipelines.core.tokens import token_create
 from pipelines.models import (
     Environment,
     Membership,
@@ -19,7 +20,6 @@ from pipelines.models import (
     SourceTable,
     Team,
 )
-from pipelines.tokens import token_create
 
 ORDERS_COLUMNS = [
     ("order_id", "bigint"),
@@ -151,7 +151,7 @@ def api_client(client, alice):
 @pytest.fixture
 def fake_airflow(monkeypatch):
     """Replace the Airflow HTTP client with an in-memory fake (unit tests only)."""
-    from pipelines.airflow import AirflowClient
+    from pipelines.core.airflow import AirflowClient
     from tests.fakes import FakeAirflow
 
     fake = FakeAirflow()

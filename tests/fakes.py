@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.airflow import AirflowConflict, AirflowNotFound, AirflowUnavailable, ImportError_
+from pipelines.core.airflow import (
+    AirflowConflict,
+    AirflowNotFound,
+    AirflowUnavailable,
+    ImportError_,
+)
 
 
 class FakeAirflow:

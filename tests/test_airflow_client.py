@@ -9,7 +9,7 @@ import requests
 import responses
 from responses import matchers
 
-from pipelines.airflow import (
+from pipelines.core.airflow import (
     AirflowAuthError,
     AirflowClient,
     AirflowConflict,

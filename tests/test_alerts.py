@@ -16,10 +16,14 @@ import responses
 import time_machine
 from django.db import IntegrityError, connection, transaction
 
-from pipelines import alerts, deploy, monitor, services, sync, tasks
-from pipelines.airflow import AirflowUnavailable
-from pipelines.forms import PipelineForm
+from pipelines import tasks
+from pipelines.alerts import services as alerts
+from pipelines.authoring import services
+from pipelines.authoring.forms import PipelineForm
+from pipelines.core.airflow import AirflowUnavailable
+from pipelines.deployments import services as deploy
 from pipelines.models import Alert, AlertDelivery, Environment, PipelineHealth, Team
+from pipelines.monitoring import monitor, sync
 from tests.conftest import pipeline_payload
 from tests.fakes import FakeSyncAirflow
 from tests.test_sync import scheduled, utc
@@ -549,7 +553,7 @@ def test_deliveries_are_enqueued_on_commit(
 
 
 def test_sync_task_evaluates_alerts(pipeline, airflow, monkeypatch):
-    from pipelines.airflow import AirflowClient
+    from pipelines.core.airflow import AirflowClient
 
     monkeypatch.setattr(AirflowClient, "for_environment", classmethod(lambda cls, e: airflow))
     scheduled(airflow, 10, "failed")

@@ -7,9 +7,9 @@ import json
 import pytest
 from django.core.management import call_command
 
-from pipelines import deploy
+from pipelines.core.tokens import token_create
+from pipelines.deployments import services as deploy
 from pipelines.models import ApiToken, Deployment, RunRequest
-from pipelines.tokens import token_create
 from tests.conftest import pipeline_payload
 
 
@@ -100,7 +100,7 @@ def test_run_needs_a_deployment_then_triggers(api_client, created, fake_airflow)
     response = post(api_client, "/api/v1/pipelines/orders-daily/runs", body)
     assert response.status_code == 202
     run = RunRequest.objects.get()
-    from pipelines import runs
+    from pipelines.runs import services as runs
 
     runs.run_submit(run_request_id=run.id)
     runs.run_submit(run_request_id=run.id)  # a duplicate task triggers nothing

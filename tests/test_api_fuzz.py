@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from pipelines import deploy
-from pipelines.forms import PipelineForm
+from pipelines.authoring.forms import PipelineForm
+from pipelines.authoring.services import pipeline_create
+from pipelines.core.tokens import token_create
+from pipelines.deployments import services as deploy
 from pipelines.models import Alert, Deployment, Pipeline, RunRequest
-from pipelines.services import pipeline_create
-from pipelines.tokens import token_create
 from tests.conftest import form_data, make_health, pipeline_payload
 
 MAX_EXAMPLES = 30  # per operation: about 12 s for the whole API
@@ -177,7 +177,7 @@ def test_no_generated_request_gets_a_server_error(alice, known, wsgi_app, caplog
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/api/v1/pipelines", "/api/v1/runs/{run_id}"}
 
-    with caplog.at_level(logging.WARNING, logger="pipelines.middleware"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.web.middleware"):
         failures = [
             line
             for operation in operations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.catalog import kind_of
+from pipelines.catalog.services import kind_of
 
 
 @pytest.mark.parametrize(

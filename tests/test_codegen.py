@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import codegen
-from pipelines.spec import Column, PipelineSpec
+from pipelines.authoring import codegen
+from pipelines.authoring.spec import Column, PipelineSpec
 
 GOLDEN = Path(__file__).parent / "golden"
 PORTAL_URL = "http://portal.example.com/pipelines/orders-daily/"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines import health
 from pipelines.models import Verdict
+from pipelines.monitoring import health
 from tests.test_codegen import ORDERS
 
 

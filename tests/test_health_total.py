@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import alerts, health, monitor
+from pipelines.alerts import services as alerts
+from pipelines.authoring.spec import Column, PipelineSpec
 from pipelines.models import PipelineHealth, Verdict
-from pipelines.spec import Column, PipelineSpec
+from pipelines.monitoring import health, monitor
 
 BASE = PipelineSpec(
     name="orders-daily",

@@ -16,11 +16,11 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from pipelines import deploy
-from pipelines.forms import PipelineForm
-from pipelines.middleware import UnstorableTextMiddleware, unstorable
+from pipelines.authoring.forms import PipelineForm
+from pipelines.authoring.services import pipeline_create
+from pipelines.deployments import services as deploy
 from pipelines.models import Deployment, Environment, Pipeline
-from pipelines.services import pipeline_create
+from pipelines.web.middleware import UnstorableTextMiddleware, unstorable
 from tests.conftest import form_data
 
 NUL = "%00"

@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 import pytest
 import time_machine
 
-from pipelines import alerts, deploy, health, monitor, services, sync, tasks
-from pipelines.forms import PipelineForm
+from pipelines import tasks
+from pipelines.alerts import services as alerts
+from pipelines.authoring import services
+from pipelines.authoring.forms import PipelineForm
+from pipelines.deployments import services as deploy
 from pipelines.models import (
     Alert,
     Environment,
@@ -19,6 +22,7 @@ from pipelines.models import (
     SyncState,
     Verdict,
 )
+from pipelines.monitoring import health, monitor, sync
 from tests.conftest import pipeline_payload
 from tests.fakes import FakeSyncAirflow
 

@@ -9,10 +9,11 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from pipelines import services, tasks
+from pipelines import tasks
+from pipelines.authoring import services
+from pipelines.authoring.forms import PipelineForm
 from pipelines.core import outbox
 from pipelines.core.outbox import Outbox, RetryPolicy
-from pipelines.forms import PipelineForm
 from pipelines.models import Deployment
 from tests.conftest import pipeline_payload
 

@@ -9,10 +9,12 @@ import pytest
 import responses
 import time_machine
 
-from pipelines import deploy, services, sync
-from pipelines.airflow import AirflowClient, explain_failure, log_message
-from pipelines.forms import PipelineForm
+from pipelines.authoring import services
+from pipelines.authoring.forms import PipelineForm
+from pipelines.core.airflow import AirflowClient, explain_failure, log_message
+from pipelines.deployments import services as deploy
 from pipelines.models import RunRecord, RunRequest
+from pipelines.monitoring import sync
 from tests.conftest import pipeline_payload
 from tests.fakes import FakeSyncAirflow
 
@@ -211,7 +213,7 @@ def test_the_pipeline_page_shows_why_recent_runs_failed(deployed, environments, 
 def test_following_a_run_to_failed_reads_its_reason_at_once(
     deployed, environments, alice, fake_airflow
 ):
-    from pipelines import runs
+    from pipelines.runs import services as runs
 
     run = RunRequest.objects.create(
         pipeline=deployed,

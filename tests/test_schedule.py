@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipelines import schedule
+from pipelines.core import schedule
 
 UTC = ZoneInfo("UTC")
 

@@ -16,9 +16,9 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.forms import PipelineForm
+from pipelines.authoring.forms import PipelineForm
 from pipelines.models import Pipeline
-from pipelines.views import explain_schedule
+from pipelines.web.views import explain_schedule
 from tests.conftest import form_data, pipeline_payload
 
 DST_ZONES = [
@@ -173,7 +173,7 @@ def test_any_cron_gets_acceptance_or_a_schedule_error_through_the_form(cron, tz,
 def test_any_cron_gets_an_answer_never_a_500_from_the_api(cron, tz):
     from django.test import Client
 
-    from pipelines.tokens import token_create
+    from pipelines.core.tokens import token_create
 
     alice = fuzz_world()
     client = Client(headers={"authorization": f"Bearer {token_create(user=alice)}"})

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 import pytest
 import time_machine
 
-from pipelines import deploy, monitor, services, sync
-from pipelines.airflow import AirflowUnavailable
-from pipelines.forms import PipelineForm
+from pipelines.authoring import services
+from pipelines.authoring.forms import PipelineForm
+from pipelines.core.airflow import AirflowUnavailable
+from pipelines.deployments import services as deploy
 from pipelines.models import Deployment, PipelineHealth, RunRecord, SlaMiss, SyncState, Verdict
+from pipelines.monitoring import monitor, sync
 from tests.conftest import pipeline_payload
 from tests.fakes import FakeSyncAirflow
 

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from pipelines import deploy
+from pipelines.deployments import services as deploy
 from pipelines.models import Deployment, Pipeline, RunRequest
 from tests.conftest import form_data
 

@@ -189,10 +189,28 @@ class Outbox(models.Model):
 
 
 def _send(task_name: str, pk: int, countdown: float | None) -> None:
+    send(task_name, pk, countdown=countdown)
+
+
+def send(task_name: str, *args: Any, countdown: float | None = None) -> None:
+    """Send a task by its name now; a broker outage is logged, never raised.
+
+    By name, so that a service never imports the tasks module (which imports every area). The
+    caller's row is already saved: the outbox sweep sends it later.
+    """
     try:
-        current_app.tasks[task_name].apply_async(args=[pk], countdown=countdown)
+        task = current_app.tasks[task_name]
+        if countdown is None:
+            task.delay(*args)
+        else:
+            task.apply_async(args=list(args), countdown=countdown)
     except Exception:  # broker down: kombu's OperationalError, socket errors, …
-        logger.warning("could not enqueue %s(%s); the outbox sweep will", task_name, pk)
+        logger.warning("could not enqueue %s%r; the outbox sweep will", task_name, args)
+
+
+def send_on_commit(task_name: str, *args: Any) -> None:
+    """Send a task by name when the current transaction commits (Django's robust on_commit)."""
+    transaction.on_commit(partial(send, task_name, *args), robust=True)
 
 
 def outbox_models() -> list[type[Outbox]]:

@@ -24,7 +24,7 @@ import redis
 from django.conf import settings
 
 from orchestrator.local import REPO, LocalAirflow, sqlite_conn_uri
-from pipelines.catalog import source_register
+from pipelines.catalog.services import source_register
 from pipelines.demo import ORDERS_DDL, order_rows
 from tests.conftest import make_environment
 

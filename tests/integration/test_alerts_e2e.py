@@ -13,9 +13,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from pipelines import alerts, health, monitor, runs, schedule, services, sync
-from pipelines.catalog import source_register
-from pipelines.forms import PipelineForm
+from pipelines.alerts import services as alerts
+from pipelines.authoring.forms import PipelineForm
+from pipelines.catalog.services import source_register
+from pipelines.core import schedule
+from pipelines.deployments import services as deploy
 from pipelines.models import (
     Alert,
     AlertDelivery,
@@ -25,6 +27,8 @@ from pipelines.models import (
     RunRecord,
     Team,
 )
+from pipelines.monitoring import health, monitor, sync
+from pipelines.runs import services as runs
 from tests.conftest import make_environment, make_source, pipeline_payload
 from tests.integration.conftest import IT_DIR, dags_folder, past_partitions, unique, wait_for
 
@@ -60,7 +64,7 @@ def deployed(environment, alice, **payload) -> Pipeline:
     """Create the pipeline and deploy it through the worker; wait until Airflow has it."""
     form = PipelineForm(pipeline_payload(**payload), user=alice)
     assert form.is_valid(), form.errors
-    pipeline = services.pipeline_create(spec=form.spec, by=alice, deploy_to=environment)
+    pipeline = deploy.pipeline_create_and_deploy(spec=form.spec, by=alice, environment=environment)
     done = wait_for(
         lambda: (
             (d := Deployment.objects.get(version__pipeline=pipeline)).state

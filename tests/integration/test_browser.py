@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from pipelines.catalog import source_register
+from pipelines.catalog.services import source_register
 from tests.conftest import make_environment
 from tests.integration.conftest import IT_DIR, TODAY, dags_folder, unique
 

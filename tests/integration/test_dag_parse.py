@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.local import validate_dag_files
-from pipelines import codegen
+from pipelines.authoring import codegen
 from tests.test_codegen import EVENTS_HOURLY, ORDERS, PORTAL_URL, target
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.core.tokens import token_create
 from pipelines.models import Deployment
-from pipelines.tokens import token_create
 from tests.conftest import pipeline_payload
 from tests.integration.conftest import (
     DEPLOY_TIMEOUT,
@@ -71,7 +71,7 @@ def test_api_deploy_run_and_reload_partitions(client, warehouse, alice):
 
 
 def _import_errors(kind):
-    from pipelines.airflow import AirflowClient
+    from pipelines.core.airflow import AirflowClient
     from pipelines.models import Environment
 
     client = AirflowClient.for_environment(Environment.objects.get(slug="dev"))
@@ -105,7 +105,7 @@ def test_file_airflow_rejects_is_a_failed_deployment_with_its_message(client, wa
 
 def test_deploy_while_airflow_is_down_waits_then_lands(client, warehouse, alice, airflow):
     """Airflow unreachable: the deployment stays pending with the reason, then lands later."""
-    from pipelines import deploy
+    from pipelines.deployments import services as deploy
     from pipelines.models import Environment
 
     key = token_create(user=alice)

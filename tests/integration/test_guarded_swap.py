@@ -16,7 +16,7 @@ from datetime import date, timedelta
 import psycopg
 import pytest
 
-from pipelines.tokens import token_create
+from pipelines.core.tokens import token_create
 from tests.conftest import pipeline_payload
 from tests.integration.conftest import (
     IT_DIR,

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 
 from orchestrator.local import DEFAULT_VENV
-from pipelines import codegen
-from pipelines.spec import Column, PipelineSpec
+from pipelines.authoring import codegen
+from pipelines.authoring.spec import Column, PipelineSpec
 from tests.integration.conftest import pg_url, recreate_pg_database
 
 pytestmark = pytest.mark.integration

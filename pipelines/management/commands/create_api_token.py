@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from pipelines.tokens import token_create
+from pipelines.core.tokens import token_create
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pipelines.catalog import CatalogError, source_register
+from pipelines.catalog.services import CatalogError, source_register
 
 
 class Command(BaseCommand):

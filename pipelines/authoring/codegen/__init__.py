@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from psycopg import sql as pgsql
 
-from ..spec import PipelineSpec
+from pipelines.authoring.spec import PipelineSpec
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "partitioned_load.py.tmpl"
 SPEC_TOKEN = "__PORTAL_SPEC__"

@@ -11,17 +11,12 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from .models import (
-    Deployment,
-    Environment,
-    Pipeline,
-    PipelineHealth,
-    PipelineVersion,
-    RunRequest,
-    SourceTable,
-    Team,
-    Verdict,
-)
+from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.catalog.models import SourceTable
+from pipelines.core.models import Team
+from pipelines.deployments.models import Deployment, Environment
+from pipelines.monitoring.models import PipelineHealth, Verdict
+from pipelines.runs.models import RunRequest
 
 
 def pipeline_list() -> list[dict[str, Any]]:
@@ -186,8 +181,9 @@ def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment |
 
     Four queries: health rows, recent runs, runs over the calendar window, SLA misses.
     """
-    from . import health, schedule
-    from .models import RunRecord, SlaMiss
+    from pipelines.core import schedule
+    from pipelines.monitoring import health
+    from pipelines.monitoring.models import RunRecord, SlaMiss
 
     rows = list(
         PipelineHealth.objects.filter(pipeline=pipeline)
@@ -291,7 +287,7 @@ def sla_dashboard(*, team: str = "", environment: str = "", page: int = 1) -> di
     from django.db.models import Exists, OuterRef, Sum
     from django.db.models.functions import TruncWeek
 
-    from .models import RunRecord, SlaMiss
+    from pipelines.monitoring.models import RunRecord, SlaMiss
 
     now = timezone.now()
     misses = SlaMiss.objects.all()
@@ -368,7 +364,7 @@ def ownership() -> dict[str, Any]:
     """
     from django.db.models import Exists, OuterRef
 
-    from .models import Membership
+    from pipelines.core.models import Membership
 
     member = Membership.objects.filter(team=OuterRef("team"), user=OuterRef("owner"))
     pipelines = Pipeline.objects.annotate(owner_in_team=Exists(member))
@@ -430,7 +426,7 @@ def alert_queryset(
     *, state: str = "open", team: str = "", environment: str = "", kind: str = ""
 ) -> QuerySet:
     """Open alerts, or open and resolved in the last 7 days ("recent"), or all; newest first."""
-    from .models import Alert
+    from pipelines.alerts.models import Alert
 
     rows = Alert.objects.select_related("pipeline", "environment", "team")
     if state == "open":

@@ -7,7 +7,7 @@ import secrets
 
 from django.utils import timezone
 
-from .models import ApiToken
+from pipelines.core.models import ApiToken
 
 PREFIX = "pp_"
 

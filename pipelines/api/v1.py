@@ -13,11 +13,18 @@ from ninja import Field, NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
-from . import deploy, runs, selectors, services
-from .codegen import CodegenError
-from .forms import BOUNDS, DEFAULTS, MAX_TAGS, PipelineForm, RunNowForm
-from .models import Deployment, Environment, Pipeline, RunRequest
-from .tokens import token_user
+from pipelines.authoring import services
+from pipelines.authoring.codegen import CodegenError
+from pipelines.authoring.forms import BOUNDS, DEFAULTS, MAX_TAGS, PipelineForm
+from pipelines.authoring.models import Pipeline
+from pipelines.core import access
+from pipelines.core.tokens import token_user
+from pipelines.dashboards import selectors
+from pipelines.deployments import services as deploy
+from pipelines.deployments.models import Deployment, Environment
+from pipelines.runs import services as runs
+from pipelines.runs.forms import RunNowForm
+from pipelines.runs.models import RunRequest
 
 
 class BearerToken(HttpBearer):
@@ -211,7 +218,7 @@ def run_out(r: RunRequest) -> dict[str, Any]:
 
 def editable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
     pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
-    if not services.can_edit(request.user, pipeline):
+    if not access.can_edit(request.user, pipeline):
         raise HttpError(403, f"Only members of team {pipeline.team.slug} may change {slug}.")
     return pipeline
 
@@ -320,7 +327,7 @@ def paginated(request: HttpRequest, rows: Any, page: int, out: Any) -> Any:
 
 
 def _partition(value: Any) -> str | None:
-    from .templatetags.portal import partition
+    from pipelines.templatetags.portal import partition
 
     return None if value is None else partition(value)
 
@@ -408,7 +415,7 @@ def alert_list(
     page: int = 1,
 ) -> Any:
     """Open alerts and those resolved in the last 7 days (state=recent), or state=open|all."""
-    from .models import Alert
+    from pipelines.alerts.models import Alert
 
     errors = {}
     if state not in selectors.ALERT_STATES:

@@ -13,15 +13,21 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import trigger_client_event
 
-from . import deploy, runs, schedule, selectors, services
-from .codegen import CodegenError
-from .forms import PipelineForm, RunNowForm, source_tables
-from .models import Environment, Pipeline, SourceTable
+from pipelines.authoring.codegen import CodegenError
+from pipelines.authoring.forms import PipelineForm, source_tables
+from pipelines.authoring.models import Pipeline
+from pipelines.catalog.models import SourceTable
+from pipelines.core import access, schedule
+from pipelines.dashboards import selectors
+from pipelines.deployments import services as deploy
+from pipelines.deployments.models import Environment
+from pipelines.runs import services as runs
+from pipelines.runs.forms import RunNowForm
 
 
 def _editable(request: HttpRequest, slug: str) -> Pipeline:
     pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
-    if not services.can_edit(request.user, pipeline):
+    if not access.can_edit(request.user, pipeline):
         raise PermissionDenied(f"Only members of team {pipeline.team.name} may change this.")
     return pipeline
 
@@ -40,8 +46,8 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             first_env = Environment.objects.order_by("order").first()
             try:
-                pipeline = services.pipeline_create(
-                    spec=form.spec, by=request.user, deploy_to=first_env
+                pipeline = deploy.pipeline_create_and_deploy(
+                    spec=form.spec, by=request.user, environment=first_env
                 )
             except CodegenError as exc:
                 form.add_error(None, f"The DAG could not be generated: {exc}")
@@ -128,7 +134,7 @@ def pipeline_preview(request: HttpRequest) -> HttpResponse:
     context: dict = {"form": form}
     env = Environment.objects.order_by("order").first()
     if form.is_valid() and env is not None:
-        from . import codegen
+        from pipelines.authoring import codegen
 
         try:
             context["rendered"] = codegen.render_dag(
@@ -146,7 +152,7 @@ def pipeline_preview(request: HttpRequest) -> HttpResponse:
 def pipeline_detail(request: HttpRequest, slug: str) -> HttpResponse:
     context = selectors.pipeline_detail(slug=slug)
     context |= _pipeline_health(request, context["pipeline"], context["spec"])
-    context["can_edit"] = services.can_edit(request.user, context["pipeline"])
+    context["can_edit"] = access.can_edit(request.user, context["pipeline"])
     context["run_form"] = RunNowForm(
         pipeline=context["pipeline"],
         initial={"partition": (timezone.now() - timedelta(days=1)).date().isoformat()},
@@ -158,7 +164,7 @@ def pipeline_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def deployment_table(request: HttpRequest, slug: str) -> HttpResponse:
     context = selectors.pipeline_detail(slug=slug)
-    context["can_edit"] = services.can_edit(request.user, context["pipeline"])
+    context["can_edit"] = access.can_edit(request.user, context["pipeline"])
     return render(request, "pipelines/_deployment_table.html", context)
 
 
@@ -302,7 +308,7 @@ def ownership(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def alert_list(request: HttpRequest) -> HttpResponse:
-    from .models import Alert
+    from pipelines.alerts.models import Alert
 
     state = request.GET.get("state", "recent")
     kind = request.GET.get("kind", "")

@@ -16,16 +16,19 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import codegen, schedule
-from .airflow import (
+from pipelines.authoring import codegen
+from pipelines.authoring.models import Pipeline
+from pipelines.authoring.spec import PipelineSpec
+from pipelines.core import outbox, schedule
+from pipelines.core.airflow import (
     AirflowClient,
     AirflowConflict,
     AirflowError,
     AirflowNotFound,
     AirflowUnavailable,
 )
-from .models import Deployment, Environment, Pipeline, RunRequest
-from .spec import PipelineSpec
+from pipelines.deployments.models import Deployment, Environment
+from pipelines.runs.models import RunRequest
 
 logger = logging.getLogger(__name__)
 LEASE = timedelta(minutes=2)
@@ -98,8 +101,6 @@ def run_request(
     The trigger is sent on commit, and retried. While a request for the same partition is
     pending or running, that one is returned (created False) and nothing new is triggered.
     """
-    from . import tasks
-
     deployment = deployment_for(pipeline=pipeline, environment=environment)
     if deployment is None:
         raise RunError("environment", f"{pipeline.slug} is not deployed to {environment.name} yet.")
@@ -128,7 +129,7 @@ def run_request(
         if active is None:
             raise
         return active, False
-    tasks.enqueue_on_commit(tasks.run_submit, run.id)
+    outbox.send_on_commit("pipelines.tasks.run_submit", run.id)
     return run, True
 
 
@@ -255,8 +256,6 @@ def refresh_if_stale(run: RunRequest) -> None:
     The window is claimed with a conditional UPDATE of `refreshed_at`, so polls from any number
     of pages and processes within one window enqueue one task.
     """
-    from . import tasks
-
     if run.state != RunRequest.State.SUBMITTED or not run.is_active:
         return
     now = timezone.now()
@@ -267,7 +266,5 @@ def refresh_if_stale(run: RunRequest) -> None:
     ).update(refreshed_at=now)
     if not claimed:
         return
-    try:
-        tasks.run_refresh.delay(run.id)
-    except Exception:  # broker down: the page still renders; the sweep refreshes later
-        logger.warning("could not enqueue a refresh of run request %s", run.id)
+    # Broker down: the page still renders; the sweep refreshes later.
+    outbox.send("pipelines.tasks.run_refresh", run.id)

@@ -22,18 +22,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from . import health, schedule
-from .models import (
-    VERDICT_RANK,
-    Deployment,
-    Environment,
-    PipelineHealth,
-    PipelineVersion,
-    RunRecord,
-    SlaMiss,
-    Verdict,
-)
-from .spec import PipelineSpec
+from pipelines.authoring.models import PipelineVersion
+from pipelines.authoring.spec import PipelineSpec
+from pipelines.core import schedule
+from pipelines.deployments.models import Deployment, Environment
+from pipelines.monitoring import health
+from pipelines.monitoring.models import VERDICT_RANK, PipelineHealth, RunRecord, SlaMiss, Verdict
 
 logger = logging.getLogger(__name__)
 CHUNK = 1000  # pipeline ids per IN (...) list

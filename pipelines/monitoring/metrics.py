@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .models import PipelineHealth, Verdict
+from pipelines.monitoring.models import PipelineHealth, Verdict
 
 LABELS = ["pipeline", "environment", "team", "owner"]
 

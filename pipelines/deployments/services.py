@@ -32,10 +32,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import codegen
-from .airflow import AirflowClient, AirflowError, AirflowUnavailable
-from .core.dagfiles import DagPathError, dag_file_path
-from .models import Deployment, Environment, PipelineVersion
+from pipelines.authoring import codegen
+from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.authoring.services import pipeline_create
+from pipelines.authoring.spec import PipelineSpec
+from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable
+from pipelines.core.dagfiles import DagPathError, dag_file_path
+from pipelines.deployments.models import Deployment, Environment
 
 logger = logging.getLogger(__name__)
 DAG_FILE_MODE = 0o644  # Airflow often runs as another user: it must be able to read the file.
@@ -346,3 +349,18 @@ def _fail(deployment: Deployment, token: uuid.UUID, message: str) -> None:
         error=message,
         finished_at=timezone.now(),
     )
+
+
+@transaction.atomic
+def pipeline_create_and_deploy(
+    *, spec: PipelineSpec, by: object, environment: Environment | None
+) -> Pipeline:
+    """Create the pipeline (version 1) and request its deployment to `environment`.
+
+    One transaction: a failure leaves no pipeline, no version and no outbox row, and no task is
+    enqueued (enqueueing happens on commit).
+    """
+    pipeline = pipeline_create(spec=spec, by=by)
+    if environment is not None:
+        deployment_request(version=pipeline.versions.get(), environment=environment, by=by)
+    return pipeline

@@ -11,7 +11,7 @@ import psycopg
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Dialect, SourceColumn, SourceDatabase, SourceTable
+from pipelines.catalog.models import Dialect, SourceColumn, SourceDatabase, SourceTable
 
 Kind = SourceColumn.Kind
 # Database type names (lower-case, without size) → the portable kinds codegen understands.

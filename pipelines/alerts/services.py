@@ -44,8 +44,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import health, monitor, schedule
-from .models import Alert, AlertDelivery, Environment, Pipeline, PipelineHealth, SlaMiss, Team
+from pipelines.alerts.models import Alert, AlertDelivery
+from pipelines.authoring.models import Pipeline
+from pipelines.core import outbox, schedule
+from pipelines.core.models import Team
+from pipelines.deployments.models import Environment
+from pipelines.monitoring import health, monitor
+from pipelines.monitoring.models import PipelineHealth, SlaMiss
 
 logger = logging.getLogger(__name__)
 Kind, Severity, State = Alert.Kind, Alert.Severity, Alert.State
@@ -188,8 +193,6 @@ def alerts_evaluate(
 
     Reads in a fixed number of queries; each transition (rare) is one guarded write.
     """
-    from . import tasks
-
     now = now or timezone.now()
     ids = None if pipeline_ids is None else sorted(set(pipeline_ids))
 
@@ -283,7 +286,7 @@ def alerts_evaluate(
         Alert.objects.bulk_update(touched, ["severity", "summary", "detail", "last_seen_at"])
         for delivery in AlertDelivery.objects.bulk_create(deliveries):
             result.delivery_ids.append(delivery.id)
-            tasks.enqueue_on_commit(tasks.alert_deliver, delivery.id)
+            outbox.send_on_commit("pipelines.tasks.alert_deliver", delivery.id)
     return result
 
 
@@ -413,7 +416,9 @@ def message_for(delivery: AlertDelivery) -> tuple[str, str]:
 def _post_webhook(env_name: str, text: str) -> None:
     """POST a Slack-compatible message to the URL held by environment variable `env_name`."""
     # Reference: https://api.slack.com/messaging/webhooks ("text" is the fallback and the message)
-    from .core.secrets import webhook_env_problem  # the name again: a row saved before the rule
+    from pipelines.core.secrets import (
+        webhook_env_problem,  # the name again: a row saved before the rule
+    )
 
     if problem := webhook_env_problem(env_name):
         raise DeliveryRejected(problem)

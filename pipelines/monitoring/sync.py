@@ -20,9 +20,12 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import health, monitor, schedule
-from .airflow import AirflowClient, AirflowError, AirflowUnavailable
-from .models import Environment, PipelineHealth, RunRecord, RunRequest, SyncState
+from pipelines.core import schedule
+from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable
+from pipelines.deployments.models import Environment
+from pipelines.monitoring import health, monitor
+from pipelines.monitoring.models import PipelineHealth, RunRecord, SyncState
+from pipelines.runs.models import RunRequest
 
 logger = logging.getLogger(__name__)
 OVERLAP = timedelta(seconds=60)

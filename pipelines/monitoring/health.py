@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import schedule
-from .models import PipelineHealth, Verdict
-from .spec import PipelineSpec
+from pipelines.authoring.spec import PipelineSpec
+from pipelines.core import schedule
+from pipelines.monitoring.models import PipelineHealth, Verdict
 
 # Without an SLA, a partition is expected this long after the fire that loads it.
 DEFAULT_GRACE = timedelta(minutes=60)

@@ -1,0 +1,73 @@
+"""Tables of core. One-row properties only: no queries, no I/O."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from pipelines.core import secrets
+
+
+class Team(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    domain = models.SlugField(help_text="Business domain, used as the DAG's domain tag.")
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
+    )
+    # Alert routing (alerts.py): pages in an environment that pages on-call go to the on-call
+    # targets, everything else to the quiet ones. Webhook URLs are secrets: only the *name* of
+    # the environment variable holding one is stored.
+    oncall_email = models.EmailField(blank=True)
+    oncall_webhook_env = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[secrets.validate_webhook_env_name],
+        help_text="Env variable holding the on-call webhook URL; must end with _WEBHOOK.",
+    )
+    quiet_email = models.EmailField(blank=True)
+    quiet_webhook_env = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[secrets.validate_webhook_env_name],
+        help_text="Env variable holding the quiet webhook URL; must end with _WEBHOOK.",
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        EDITOR = "editor", "Editor"
+        APPROVER = "approver", "Approver"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.EDITOR)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="membership_unique_team_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class ApiToken(models.Model):
+    """A personal API token; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise a token.")
+    key_sha256 = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.prefix}…"

@@ -1,0 +1,200 @@
+"""Tables of deployments. One-row properties only: no queries, no I/O."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from pipelines.authoring.models import PipelineVersion
+from pipelines.catalog.models import Dialect
+from pipelines.core import secrets
+from pipelines.core.dagfiles import validate_dag_id_prefix, validate_dags_folder
+from pipelines.core.outbox import Outbox, RetryPolicy
+
+
+class Environment(models.Model):
+    """Where a pipeline runs. Secrets stay in the environment: only variable *names* are stored."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=50)
+    order = models.PositiveSmallIntegerField(default=0, help_text="dev < stage < prod")
+    airflow_url = models.URLField()
+    airflow_username_env = models.CharField(
+        max_length=100,
+        default="PORTAL_AIRFLOW_USERNAME",
+        validators=[secrets.validate_airflow_env_name],
+        help_text=f"Env variable holding the Airflow user; must start with "
+        f"{secrets.AIRFLOW_ENV_PREFIX}.",
+    )
+    airflow_password_env = models.CharField(
+        max_length=100,
+        default="PORTAL_AIRFLOW_PASSWORD",
+        validators=[secrets.validate_airflow_env_name],
+        help_text=f"Env variable holding the Airflow password; must start with "
+        f"{secrets.AIRFLOW_ENV_PREFIX}.",
+    )
+    dags_folder = models.CharField(
+        max_length=500,
+        validators=[validate_dags_folder],
+        help_text="Absolute, normalised path of the folder Airflow reads DAG files from.",
+    )
+    dag_id_prefix = models.CharField(
+        max_length=30,
+        blank=True,
+        validators=[validate_dag_id_prefix],
+        help_text="Letters, digits, _ and -. Set when several environments share one Airflow: "
+        "no prefix there may start another.",
+    )
+    warehouse_conn_id = models.CharField(max_length=250)
+    warehouse_dialect = models.CharField(max_length=20, choices=Dialect.choices)
+    target_schema = models.CharField(max_length=63, blank=True)
+    requires_approval = models.BooleanField(default=False)
+    pages_oncall = models.BooleanField(
+        default=False, help_text="Pages here go to the teams' on-call targets (prod)."
+    )
+
+    class Meta:
+        ordering = ["order"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Refuse a DAG-id prefix that overlaps another environment's on the same Airflow.
+
+        Airflow has one DAG namespace: with prefixes "" and "dev", or "dev" and "dev_", one
+        environment's DAG ids (and the sync's prefix filter) would take in the other's.
+        """
+        url = self.airflow_url.rstrip("/").lower()
+        others = Environment.objects.exclude(pk=self.pk).values_list(
+            "slug", "airflow_url", "dag_id_prefix"
+        )
+        for slug, other_url, other_prefix in others:
+            if other_url.rstrip("/").lower() != url:
+                continue
+            if self.dag_id_prefix.startswith(other_prefix) or other_prefix.startswith(
+                self.dag_id_prefix
+            ):
+                raise ValidationError(
+                    {
+                        "dag_id_prefix": f"Environment “{slug}” uses the same Airflow with prefix "
+                        f"“{other_prefix}”, which overlaps “{self.dag_id_prefix}”: one prefix "
+                        "may not start the other. Give each environment its own, e.g. "
+                        f"“{self.slug}__”."
+                    }
+                )
+
+    def airflow_credentials(self) -> tuple[str, str]:
+        """Return (username, password) read from the named environment variables.
+
+        Raises SecretNameError for a name outside PORTAL_AIRFLOW_ (a row saved before the rule).
+        """
+        return (
+            secrets.airflow_secret_get(self.airflow_username_env),
+            secrets.airflow_secret_get(self.airflow_password_env),
+        )
+
+    def dag_id_for(self, pipeline_slug: str) -> str:
+        return f"{self.dag_id_prefix}{pipeline_slug.replace('-', '_')}"
+
+
+class DeploymentQuerySet(models.QuerySet):
+    def update(self, **kwargs: object) -> int:
+        if READ_ONLY_CODE_FIELDS & kwargs.keys():
+            raise ValueError("A deployment's code is read-only once saved.")
+        return super().update(**kwargs)
+
+
+READ_ONLY_CODE_FIELDS = frozenset({"code", "code_sha256"})
+
+
+class Deployment(Outbox):
+    """One version in one environment. The row is the outbox the deploy task works from.
+
+    Steps: PENDING (write the file) → DEPLOYING (written; Airflow to register it, checked
+    again every few seconds) → DEPLOYED, or FAILED with `error`, or SUPERSEDED by a newer version.
+    """
+
+    OUTBOX_TASK = "pipelines.tasks.deployment_run"
+    OUTBOX_CLAIMABLE = ("pending", "deploying")
+    OUTBOX_FAILED = "failed"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DEPLOYING = "deploying", "Deploying"
+        DEPLOYED = "deployed", "Deployed"
+        FAILED = "failed", "Failed"
+        SUPERSEDED = "superseded", "Superseded"
+
+    version = models.ForeignKey(
+        PipelineVersion, on_delete=models.PROTECT, related_name="deployments"
+    )
+    environment = models.ForeignKey(
+        Environment, on_delete=models.PROTECT, related_name="deployments"
+    )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    dag_id = models.CharField(max_length=250)
+    code = models.TextField(help_text="The exact file written to the DAGs folder. Read-only.")
+    code_sha256 = models.CharField(max_length=64)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(auto_now_add=True)
+    written_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    objects = DeploymentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "environment"], name="deployment_unique_version_environment"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "lease_until"])]
+
+    def __str__(self) -> str:
+        return f"{self.dag_id} v{self.version.number} → {self.environment}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding and self.pk is not None:
+            stored = (
+                Deployment.objects.filter(pk=self.pk).values_list("code", "code_sha256").first()
+            )
+            if stored is not None and stored != (self.code, self.code_sha256):
+                raise ValueError("A deployment's code is read-only once saved.")
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def retry_policy(cls) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=settings.DEPLOY_MAX_ATTEMPTS,
+            backoff_first_s=settings.DEPLOY_BACKOFF_FIRST_SECONDS,
+            backoff_max_s=settings.DEPLOY_BACKOFF_MAX_SECONDS,
+            lease_s=settings.DEPLOY_LEASE_SECONDS,
+        )
+
+    @classmethod
+    def gave_up_fields(cls, message: str) -> dict[str, object]:
+        return {"error": message, "finished_at": timezone.now()}
+
+    @property
+    def last_attempt_error(self) -> str:
+        """The API's and the deployment table's name for `last_error`."""
+        return self.last_error
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in {self.State.PENDING, self.State.DEPLOYING}
+
+    @property
+    def deploy_seconds(self) -> float | None:
+        """Seconds from the request to Airflow registering the DAG."""
+        if self.registered_at is None:
+            return None
+        return (self.registered_at - self.requested_at).total_seconds()
