@@ -75,10 +75,15 @@ class DeploymentAdmin(admin.ModelAdmin):
         return False
 
 
+# The outbox columns are the workers' (claim, fenced finish): an edit there would race them.
+OUTBOX_FIELDS = ["attempts", "lease_token", "lease_until", "next_attempt_at", "last_error"]
+
+
 @admin.register(models.RunRequest)
 class RunRequestAdmin(admin.ModelAdmin):
     list_display = ["dag_id", "partition", "environment", "state", "run_state", "requested_at"]
     list_filter = ["state", "environment"]
+    readonly_fields = OUTBOX_FIELDS
 
 
 @admin.register(models.ApiToken)
@@ -97,7 +102,7 @@ class AlertDeliveryInline(admin.TabularInline):
         "target",
         "state",
         "attempts",
-        "error",
+        "last_error",
         "created_at",
         "sent_at",
     ]
@@ -126,3 +131,4 @@ class AlertAdmin(admin.ModelAdmin):
 class AlertDeliveryAdmin(admin.ModelAdmin):
     list_display = ["alert", "event", "channel", "target", "state", "attempts", "created_at"]
     list_filter = ["state", "channel", "event"]
+    readonly_fields = OUTBOX_FIELDS

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from celery import Task, shared_task
+from celery import shared_task
 from django.utils import timezone
 
 from pipelines.alerts import services as alerts
 from pipelines.core import outbox
 from pipelines.core.airflow import AirflowUnavailable
 from pipelines.deployments import services as deploy
-from pipelines.models import Deployment, Environment
+from pipelines.models import AlertDelivery, Deployment, Environment, RunRequest
 from pipelines.monitoring import monitor, sync
 from pipelines.runs import services as runs
 
 logger = logging.getLogger(__name__)
-
-RETRY = {
-    "acks_late": True,
-    "autoretry_for": (AirflowUnavailable,),
-    "retry_backoff": True,
-    "retry_backoff_max": 600,
-    "max_retries": 10,
-}
 
 
 @shared_task(acks_late=True)
@@ -34,9 +26,12 @@ def deployment_run(deployment_id: int) -> None:
         Deployment.enqueue(deployment_id, countdown=again)
 
 
-@shared_task(**RETRY)
+@shared_task(acks_late=True)
 def run_submit(run_request_id: int) -> None:
-    runs.run_submit(run_request_id=run_request_id)
+    """Trigger one run-now request; a retry after backoff is enqueued, not awaited."""
+    again = runs.run_submit(run_request_id=run_request_id)
+    if again is not None:
+        RunRequest.enqueue(run_request_id, countdown=again)
 
 
 @shared_task(acks_late=True, autoretry_for=(AirflowUnavailable,), max_retries=3)
@@ -45,16 +40,15 @@ def run_refresh(run_request_id: int) -> None:
 
 
 @shared_task
+def runs_refresh_active() -> None:
+    """Beat: follow every run still running in Airflow (pages refresh the runs on screen)."""
+    runs.runs_refresh_active()
+
+
+@shared_task
 def outbox_sweep() -> None:
-    """Enqueue again whatever was left pending while the broker or Airflow was down."""
-    outbox.sweep()  # every model on the outbox base (deployments); the rest below until moved
-    to_submit, to_refresh = runs.runs_due()
-    for run_id in to_submit:
-        run_submit.delay(run_id)
-    for run_id in to_refresh:
-        run_refresh.delay(run_id)
-    for delivery_id in alerts.deliveries_due():
-        alert_deliver.delay(delivery_id)
+    """Beat: enqueue again every outbox row left due while the broker or a worker was down."""
+    outbox.sweep()
 
 
 @shared_task
@@ -96,10 +90,10 @@ def sla_evaluate_all() -> None:
             logger.exception("alert evaluation of environment %s failed", environment.slug)
 
 
-@shared_task(bind=True, acks_late=True, max_retries=None)
-def alert_deliver(self: Task, delivery_id: int) -> None:
-    """Send one alert message; the service gives up after ALERT_DELIVERY_MAX_ATTEMPTS."""
+@shared_task(acks_late=True)
+def alert_deliver(delivery_id: int) -> None:
+    """Send one alert message; a retry after backoff is enqueued, not awaited."""
     try:
         alerts.delivery_send(delivery_id=delivery_id)
     except alerts.DeliveryRetry as exc:
-        raise self.retry(countdown=exc.seconds) from exc
+        AlertDelivery.enqueue(delivery_id, countdown=exc.seconds)

@@ -182,6 +182,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     # The outbox sweep: rows left PENDING while the broker or Airflow was down are re-enqueued.
     "outbox-sweep": {"task": "pipelines.tasks.outbox_sweep", "schedule": timedelta(seconds=30)},
+    # Run-now requests still running in Airflow are followed (pages refresh the ones on screen).
+    "runs-refresh": {
+        "task": "pipelines.tasks.runs_refresh_active",
+        "schedule": timedelta(seconds=30),
+    },
     "health-sync": {
         "task": "pipelines.tasks.health_sync_all",
         "schedule": timedelta(seconds=env_int("HEALTH_SYNC_SECONDS", 30)),

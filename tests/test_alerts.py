@@ -15,6 +15,7 @@ import requests
 import responses
 import time_machine
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from pipelines import tasks
 from pipelines.alerts import services as alerts
@@ -77,6 +78,13 @@ def targets(alert: Alert, event: str | None = None) -> set[tuple[str, str, str]]
     if event:
         rows = rows.filter(event=event)
     return {(d.event, d.channel, d.target) for d in rows}
+
+
+def due(delivery: AlertDelivery) -> bool:
+    """Whether a worker (the deliver task, or one the sweep sends) may claim it now."""
+    return AlertDelivery.objects.filter(
+        AlertDelivery.claimable(timezone.now()), id=delivery.id
+    ).exists()
 
 
 def send_all(when=None) -> None:
@@ -483,10 +491,10 @@ def test_webhook_network_errors_retry_with_backoff_then_fail(
         alerts.delivery_send(delivery_id=delivery.id)
     assert first.value.seconds == 30
     with time_machine.travel(start + timedelta(seconds=10), tick=False):
-        alerts.delivery_send(delivery_id=delivery.id)  # not due yet: the lease is the backoff
-        assert delivery.id not in alerts.deliveries_due()
+        alerts.delivery_send(delivery_id=delivery.id)  # not due yet: the backoff
+        assert not due(delivery)
     with time_machine.travel(start + timedelta(seconds=31), tick=False):
-        assert delivery.id in alerts.deliveries_due()
+        assert due(delivery)
         with pytest.raises(alerts.DeliveryRetry) as second:
             alerts.delivery_send(delivery_id=delivery.id)
     assert second.value.seconds == 60
@@ -531,10 +539,51 @@ def test_webhook_5xx_is_retried(pipeline, airflow, monkeypatch):
     delivery = AlertDelivery.objects.get(channel="webhook")
     with pytest.raises(alerts.DeliveryRetry):
         alerts.delivery_send(delivery_id=delivery.id)
-    AlertDelivery.objects.filter(id=delivery.id).update(lease_until=None)
+    AlertDelivery.objects.filter(id=delivery.id).update(next_attempt_at=None)  # due now
     alerts.delivery_send(delivery_id=delivery.id)
     delivery.refresh_from_db()
     assert (delivery.state, delivery.attempts) == ("sent", 2)
+
+
+def test_a_delivery_whose_lease_ran_out_changes_nothing(pipeline, airflow, monkeypatch):
+    scheduled(airflow, 10, "failed")
+    evaluate(airflow, utc(2026, 11, 10, 3), "dev")
+    delivery = AlertDelivery.objects.get()
+    second = []
+
+    def slow_send(*args, **kwargs):
+        # The mail server answers after the lease ran out, and a second worker claimed the row.
+        AlertDelivery.objects.filter(id=delivery.id).update(
+            lease_until=timezone.now() - timedelta(seconds=1)
+        )
+        second.append(AlertDelivery.claim(delivery.id))
+
+    monkeypatch.setattr(alerts, "send_mail", slow_send)
+    alerts.delivery_send(delivery_id=delivery.id)
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.sent_at, delivery.lease_token) == ("pending", None, second[0])
+
+
+@responses.activate
+def test_the_deliver_task_enqueues_its_retry_after_the_backoff(
+    pipeline, airflow, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setenv("PAYMENTS_ONCALL_WEBHOOK", ONCALL_WEBHOOK)
+    responses.post(ONCALL_WEBHOOK, status=503)
+    scheduled(airflow, 10, "failed")
+    evaluate(airflow, utc(2026, 11, 10, 3), "prod")
+    delivery = AlertDelivery.objects.get(channel="webhook")
+    sent = []
+    monkeypatch.setattr(
+        tasks.alert_deliver,
+        "apply_async",
+        lambda args, countdown=None: sent.append((args, countdown)),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.alert_deliver(delivery.id)  # nothing raised: the outbox retries, not Celery
+    assert sent == [([delivery.id], 30)]
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.error) == ("pending", "HTTPError: webhook answered 503")
 
 
 # --- Wiring -------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""The outbox base's guarantees, on its first concrete model (Deployment): claim, fenced finish,
-waits that are not attempts, backoff, the attempt cap, robust enqueueing and the one sweep."""
+"""The outbox base's guarantees: claim, fenced finish, waits that are not attempts, backoff, the
+attempt cap, robust enqueueing and the one sweep. First on Deployment, then on every subclass
+(Deployment, RunRequest, AlertDelivery) where what the user sees differs: the retry policy, the
+failed state and the error text the attempt cap leaves."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from pipelines import tasks
@@ -14,8 +18,10 @@ from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
 from pipelines.core import outbox
 from pipelines.core.outbox import Outbox, RetryPolicy
-from pipelines.models import Deployment
+from pipelines.models import Alert, AlertDelivery, Deployment, RunRequest
 from tests.conftest import pipeline_payload
+
+NOW = timezone.now()
 
 
 @pytest.fixture
@@ -116,19 +122,156 @@ def test_policy_backoff():
     assert [policy.backoff(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
 
 
-def test_sweep_covers_every_outbox_model_and_only_overdue_unleased_rows(row, monkeypatch):
-    assert Deployment in outbox.outbox_models()
-    assert all(issubclass(m, Outbox) for m in outbox.outbox_models())
-    sent = []
+# --- Every subclass ----------------------------------------------------------------------------
+
+
+def make_run_request(deployment: Deployment, partition: str = "2026-11-20") -> RunRequest:
+    return RunRequest.objects.create(
+        pipeline=deployment.version.pipeline,
+        environment=deployment.environment,
+        partition=partition,
+        dag_id=deployment.dag_id,
+        dag_run_id=f"portal__{partition}__0123456789ab",
+        logical_date=NOW,
+        requested_by=deployment.requested_by,
+    )
+
+
+def make_alert_delivery(deployment: Deployment) -> AlertDelivery:
+    pipeline = deployment.version.pipeline
+    alert, _ = Alert.objects.get_or_create(
+        key=Alert.key_for(pipeline.id, deployment.environment_id, "run_failed"),
+        pipeline=pipeline,
+        environment=deployment.environment,
+        team=pipeline.team,
+        kind="run_failed",
+        severity="page",
+        summary="Last run failed after all retries.",
+        portal_url="http://127.0.0.1:8000/pipelines/orders-daily/",
+        opened_at=NOW,
+        last_seen_at=NOW,
+    )
+    return AlertDelivery.objects.create(
+        alert=alert, event="opened", channel="email", target="oncall@example.com"
+    )
+
+
+@pytest.fixture
+def rows(row) -> dict[type[Outbox], Outbox]:
+    """One pending row of each outbox model (nothing enqueued)."""
+    return {
+        Deployment: row,
+        RunRequest: make_run_request(row),
+        AlertDelivery: make_alert_delivery(row),
+    }
+
+
+MODELS = [Deployment, RunRequest, AlertDelivery]
+
+
+@pytest.fixture
+def swept(monkeypatch) -> list[tuple[str, int]]:
+    """What the sweep sends, (task, id), instead of the broker."""
+    sent: list[tuple[str, int]] = []
     monkeypatch.setattr(outbox, "_send", lambda task, pk, countdown: sent.append((task, pk)))
-    assert outbox.sweep() == {"pipelines.Deployment": 0}  # too fresh: its own enqueue goes first
+    return sent
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_every_outbox_finish_is_fenced_by_the_lease_token(rows, model):
+    pk = rows[model].pk
+    stale = model.claim(pk)
+    model.objects.filter(pk=pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    current = model.claim(pk)
+    assert model.finish(pk, current, state=model.OUTBOX_FAILED, last_error="rejected")
+    assert not model.finish(pk, stale, state="pending", last_error="late")
+    assert model.release(pk, stale, error="late") is None
+    done = model.objects.get(pk=pk)
+    assert (done.state, done.last_error, done.lease_token) == (
+        model.OUTBOX_FAILED,
+        "rejected",
+        None,
+    )
+    assert model.claim(pk) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "waits"),
+    [
+        (Deployment, [2, 4, 8, 16, 32, 64, 128]),  # DEPLOY_BACKOFF_FIRST/MAX_SECONDS
+        (RunRequest, [1, 2, 4, 8, 16, 32, 64]),  # as Celery's retry_backoff did
+        (AlertDelivery, [30, 60, 120, 240, 480, 600, 600]),
+    ],
+    ids=lambda p: p.__name__ if isinstance(p, type) else "",
+)
+def test_every_outbox_backs_off_exponentially_between_attempts(rows, model, waits, settings):
+    settings.ALERT_DELIVERY_MAX_ATTEMPTS = settings.DEPLOY_MAX_ATTEMPTS = 20
+    pk, got = rows[model].pk, []
+    for _ in waits:
+        model.objects.filter(pk=pk).update(next_attempt_at=timezone.now())
+        got.append(model.release(pk, model.claim(pk), error="unreachable"))
+    assert got == waits
+    retrying = model.objects.get(pk=pk)
+    assert (retrying.state, retrying.last_error, retrying.attempts) == (
+        "pending",
+        "unreachable",
+        len(waits),
+    )
+    assert model.claim(pk) is None  # not before the backoff ends
+    with time_machine.travel(timezone.now() + timedelta(seconds=waits[-1] + 1), tick=False):
+        assert model.claim(pk) is not None
+
+
+@pytest.mark.parametrize(
+    ("model", "cap", "shown"),
+    [
+        (Deployment, 10, "Gave up after 10 attempts. Last error: unreachable (10)"),
+        (RunRequest, 11, "Gave up after 11 attempts. Last error: unreachable (11)"),
+        (AlertDelivery, 8, "Gave up: unreachable (8)"),
+    ],
+    ids=lambda p: p.__name__ if isinstance(p, type) else "",
+)
+def test_every_outbox_attempt_cap_ends_the_row_failed_with_the_last_error(rows, model, cap, shown):
+    pk = rows[model].pk
+    assert model.retry_policy().max_attempts == cap  # the defaults (settings, constants)
+    for attempt in range(1, cap + 1):
+        model.objects.filter(pk=pk).update(next_attempt_at=timezone.now())
+        left = model.release(pk, model.claim(pk), error=f"unreachable ({attempt})")
+        assert (left is None) == (attempt == cap)
+    failed = model.objects.get(pk=pk)
+    assert (failed.state, failed.attempts, failed.lease_token) == ("failed", cap, None)
+    assert failed.error == shown  # what the page, the API and the admin show
+    assert model.claim(pk) is None
+    model.objects.filter(pk=pk).update(next_attempt_at=timezone.now())
+    assert outbox.sweep(now=timezone.now() + timedelta(hours=1))[model._meta.label] == 0
+
+
+def test_sweep_covers_every_outbox_model_and_only_overdue_unleased_rows(rows, swept):
+    assert set(outbox.outbox_models()) == {Deployment, RunRequest, AlertDelivery}
+    assert all(issubclass(m, Outbox) for m in outbox.outbox_models())
+    none = {"pipelines.Deployment": 0, "pipelines.RunRequest": 0, "pipelines.AlertDelivery": 0}
+    assert outbox.sweep() == none  # too fresh: their own enqueue goes first
     later = timezone.now() + outbox.SWEEP_GRACE + timedelta(seconds=1)
-    assert outbox.sweep(now=later) == {"pipelines.Deployment": 1}
-    assert sent == [("pipelines.tasks.deployment_run", row.id)]
-    Deployment.claim(row.id)  # a worker holds it: the sweep leaves it alone …
-    assert outbox.sweep(now=later) == {"pipelines.Deployment": 0}
+    assert outbox.sweep(now=later) == dict.fromkeys(none, 1)
+    assert sorted(swept) == [
+        ("pipelines.tasks.alert_deliver", rows[AlertDelivery].pk),
+        ("pipelines.tasks.deployment_run", rows[Deployment].pk),
+        ("pipelines.tasks.run_submit", rows[RunRequest].pk),
+    ]
+    for model in MODELS:
+        model.claim(rows[model].pk)  # a worker holds each: the sweep leaves them alone …
+    assert outbox.sweep(now=later) == none
     expired = timezone.now() + timedelta(seconds=Deployment.retry_policy().lease_s + 30)
-    assert outbox.sweep(now=expired) == {"pipelines.Deployment": 1}  # … until its lease ends
+    assert outbox.sweep(now=expired) == dict.fromkeys(none, 1)  # … until their leases end
+    for model, state in [
+        (Deployment, "deployed"),
+        (RunRequest, "submitted"),
+        (AlertDelivery, "sent"),
+    ]:
+        model.objects.filter(pk=rows[model].pk).update(
+            state=state, lease_token=None, lease_until=None, next_attempt_at=None
+        )
+    assert outbox.sweep(now=expired) == none  # finished rows are never sent again
 
 
 def test_the_beat_task_runs_the_sweep(row, monkeypatch):
@@ -163,3 +306,94 @@ def test_enqueue_sends_on_commit_and_survives_a_broker_outage(
     with django_capture_on_commit_callbacks(execute=True):
         Deployment.enqueue(row.id)  # nothing raised
     assert "the outbox sweep will" in caplog.text
+
+
+# --- The migration onto the base (0010) ---------------------------------------------------------
+
+BEFORE = [("pipelines", "0009_deploy_outbox")]
+AFTER = [("pipelines", "0010_runs_alerts_outbox")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_what_old_run_requests_and_deliveries_meant(row, swept):
+    created = timezone.now() - timedelta(minutes=5)
+    retry_at = timezone.now() + timedelta(seconds=90)
+    waiting, failed, sent = (make_alert_delivery(row) for _ in range(3))
+    retrying = make_alert_delivery(row)
+    submitting, following = make_run_request(row), make_run_request(row, "2026-11-21")
+    executor = MigrationExecutor(connection)
+    executor.migrate(BEFORE)
+    old = executor.loader.project_state(BEFORE).apps
+    old_deliveries = old.get_model("pipelines", "AlertDelivery").objects
+    old_runs = old.get_model("pipelines", "RunRequest").objects
+    old_deliveries.update(created_at=created)
+    old_deliveries.filter(id=retrying.id).update(  # old style: the lease was the backoff
+        attempts=2, lease_until=retry_at, error="OSError: refused"
+    )
+    old_deliveries.filter(id=failed.id).update(
+        state="failed", attempts=8, error="Gave up: OSError: refused"
+    )
+    old_deliveries.filter(id=sent.id).update(state="sent", attempts=1, sent_at=created)
+    old_runs.filter(id=submitting.id).update(  # a worker holds it, Airflow was down before
+        attempts=3, lease_until=retry_at, error="Airflow unreachable"
+    )
+    old_runs.filter(id=following.id).update(
+        state="submitted", run_state="failed", attempts=1, error="load_partition failed"
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(AFTER)
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    def outbox_columns(model, pk):
+        return model.objects.values_list(
+            "state", "attempts", "lease_token", "lease_until", "next_attempt_at", "last_error"
+        ).get(pk=pk)
+
+    assert outbox_columns(AlertDelivery, waiting.id) == ("pending", 0, None, None, created, "")
+    assert outbox_columns(AlertDelivery, retrying.id) == (
+        "pending",
+        2,
+        None,
+        None,
+        retry_at,
+        "OSError: refused",
+    )
+    assert outbox_columns(AlertDelivery, failed.id) == (
+        "failed",
+        8,
+        None,
+        None,
+        None,
+        "Gave up: OSError: refused",
+    )
+    assert outbox_columns(AlertDelivery, sent.id) == ("sent", 1, None, None, None, "")
+    assert outbox_columns(RunRequest, submitting.id) == (
+        "pending",
+        3,
+        None,
+        None,
+        retry_at,
+        "Airflow unreachable",
+    )
+    assert outbox_columns(RunRequest, following.id) == (
+        "submitted",
+        1,
+        None,
+        None,
+        None,
+        "load_partition failed",
+    )
+    assert RunRequest.objects.get(id=following.id).error == "load_partition failed"
+    # Due as before: the waiting delivery now, the others not before their old lease ended.
+    assert AlertDelivery.claim(waiting.id) is not None
+    assert AlertDelivery.claim(retrying.id) is None
+    assert RunRequest.claim(submitting.id) is None
+    with time_machine.travel(retry_at + timedelta(seconds=1), tick=False):
+        assert AlertDelivery.claim(retrying.id) is not None
+        assert RunRequest.claim(submitting.id) is not None
+    due = outbox.sweep(now=retry_at + timedelta(hours=1))  # the leases taken above ran out
+    assert (due["pipelines.AlertDelivery"], due["pipelines.RunRequest"]) == (2, 1)
+    assert ("pipelines.tasks.alert_deliver", failed.id) not in swept

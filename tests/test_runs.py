@@ -314,7 +314,7 @@ def test_a_run_airflow_no_longer_knows_ends_and_is_not_polled(
     assert run.state == RunRequest.State.UNTRACKED
     assert "Airflow no longer knows this run" in run.error
     assert not run.is_active
-    assert run.id not in runs.runs_due()[1]
+    assert runs.runs_refresh_active() == 0  # the beat does not follow it either
     frozen.shift(timedelta(minutes=1))
     runs.refresh_if_stale(run)
     assert enqueued == []
@@ -359,3 +359,139 @@ def test_an_unexpected_error_in_submit_releases_the_claim(
     assert run.lease_until is None
     assert run.state == RunRequest.State.PENDING
     assert "a bug" in run.error
+
+
+# --- The request is an outbox row (core/outbox.py) -------------------------------------------
+
+
+def pending(alice, pipeline, environments) -> RunRequest:
+    run, _ = runs.run_request(
+        pipeline=pipeline,
+        environment=environments["dev"],
+        partition=naive(2026, 11, 20),
+        by=alice,
+    )
+    return run
+
+
+def test_submit_retries_an_unreachable_airflow_with_backoff_then_fails_the_request(
+    api_client, alice, pipeline, environments, fake_airflow, frozen
+):
+    run = pending(alice, pipeline, environments)
+    fake_airflow.down = True
+    waits = []
+    while (wait := runs.run_submit(run_request_id=run.id)) is not None:
+        waits.append(wait)
+        assert runs.run_submit(run_request_id=run.id) is None  # not due before the backoff
+        frozen.shift(timedelta(seconds=wait))
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    assert fake_airflow.calls.count("trigger_run") == 11
+    got = api_client.get(f"/api/v1/runs/{run.id}").json()
+    assert got["state"] == "failed"
+    assert got["error"] == (
+        "Gave up after 11 attempts. Last error: "
+        "Airflow at http://airflow.invalid is unreachable: refused"
+    )
+    fake_airflow.down = False
+    again, created = runs.run_request(  # a request that failed to submit is not active
+        pipeline=pipeline, environment=environments["dev"], partition=naive(2026, 11, 20), by=alice
+    )
+    assert created
+
+
+def test_an_unreachable_airflow_shows_on_the_pending_request_until_it_submits(
+    alice, pipeline, environments, fake_airflow, frozen
+):
+    run = pending(alice, pipeline, environments)
+    fake_airflow.down = True
+    assert runs.run_submit(run_request_id=run.id) == 1
+    run.refresh_from_db()
+    assert (run.state, run.error) == (
+        "pending",
+        "Airflow at http://airflow.invalid is unreachable: refused",
+    )
+    fake_airflow.down = False
+    frozen.shift(timedelta(seconds=1))
+    assert runs.run_submit(run_request_id=run.id) is None
+    run.refresh_from_db()
+    assert (run.state, run.run_state, run.error, run.attempts) == ("submitted", "queued", "", 2)
+
+
+def test_the_submit_task_enqueues_its_retry_after_the_backoff(
+    alice,
+    pipeline,
+    environments,
+    fake_airflow,
+    frozen,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+):
+    run = pending(alice, pipeline, environments)
+    fake_airflow.down = True
+    sent = []
+    monkeypatch.setattr(
+        tasks.run_submit, "apply_async", lambda args, countdown=None: sent.append((args, countdown))
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.run_submit(run.id)  # nothing raised: the outbox retries, not Celery
+    assert sent == [([run.id], 1)]
+
+
+def test_a_submit_whose_lease_ran_out_changes_nothing(
+    alice, pipeline, environments, fake_airflow, frozen, monkeypatch
+):
+    run = pending(alice, pipeline, environments)
+    real_trigger = fake_airflow.trigger_run
+    second = []
+
+    def slow_trigger(*args, **kwargs):
+        # Airflow answers after the lease ran out, and a second worker claimed the request.
+        RunRequest.objects.filter(id=run.id).update(lease_until=NOW - timedelta(seconds=1))
+        second.append(RunRequest.claim(run.id))
+        return real_trigger(*args, **kwargs)
+
+    monkeypatch.setattr(fake_airflow, "trigger_run", slow_trigger)
+    assert runs.run_submit(run_request_id=run.id) is None
+    run.refresh_from_db()
+    assert (run.state, run.run_state, run.lease_token) == ("pending", "", second[0])
+    assert RunRequest.finish(run.id, second[0], state="submitted", run_state="queued")
+
+
+def test_following_a_run_never_touches_the_outbox_lease(
+    alice, pipeline, environments, fake_airflow, frozen, enqueued
+):
+    run = submitted(alice, pipeline, environments)
+    outbox_fields = ("attempts", "lease_token", "lease_until", "next_attempt_at")
+    before = RunRequest.objects.values(*outbox_fields).get(id=run.id)
+    assert before == {
+        "attempts": 1,
+        "lease_token": None,
+        "lease_until": None,
+        "next_attempt_at": None,
+    }
+    assert runs.refresh_if_stale(run)
+    assert not runs.refresh_if_stale(run)  # the throttle is refreshed_at …
+    assert RunRequest.objects.get(id=run.id).refreshed_at == NOW
+    (key,) = fake_airflow.runs
+    fake_airflow.runs[key]["state"] = "running"
+    runs.run_refresh(run_request_id=run.id)
+    assert RunRequest.objects.get(id=run.id).run_state == "running"
+    assert RunRequest.objects.values(*outbox_fields).get(id=run.id) == before  # … not the lease
+
+
+def test_the_beat_follows_every_active_run_once_per_window(
+    alice, pipeline, environments, fake_airflow, frozen, enqueued
+):
+    running = submitted(alice, pipeline, environments)
+    waiting, _ = runs.run_request(  # not submitted yet: the outbox's, not followed
+        pipeline=pipeline, environment=environments["dev"], partition=naive(2026, 11, 21), by=alice
+    )
+    tasks.runs_refresh_active()
+    tasks.runs_refresh_active()
+    assert enqueued == [running.id]
+    (key,) = fake_airflow.runs
+    fake_airflow.runs[key]["state"] = "success"
+    runs.run_refresh(run_request_id=running.id)
+    frozen.shift(runs.REFRESH_AFTER)
+    assert runs.runs_refresh_active() == 0  # finished: no longer followed
+    assert enqueued == [running.id]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from pipelines.authoring.models import Pipeline
 from pipelines.core.models import Team
+from pipelines.core.outbox import Outbox, RetryPolicy
 from pipelines.deployments.models import Environment
 
 
@@ -70,8 +72,16 @@ class Alert(models.Model):
         return f"{pipeline_id}:{environment_id}:{kind}"
 
 
-class AlertDelivery(models.Model):
-    """One message about an alert to one target; the row is the outbox the deliver task reads."""
+class AlertDelivery(Outbox):
+    """One message about an alert to one target; the row is the outbox the deliver task reads.
+
+    PENDING → SENT, or FAILED with `last_error`: at once when the target rejects the message,
+    after ALERT_DELIVERY_MAX_ATTEMPTS when it keeps failing (network, 5xx, 429).
+    """
+
+    OUTBOX_TASK = "pipelines.tasks.alert_deliver"
+    OUTBOX_CLAIMABLE = ("pending",)
+    OUTBOX_FAILED = "failed"
 
     class Event(models.TextChoices):
         OPENED = "opened", "Opened"
@@ -95,9 +105,6 @@ class AlertDelivery(models.Model):
         max_length=254, help_text="Email address, or the env variable holding the webhook URL."
     )
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    lease_until = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
@@ -107,3 +114,25 @@ class AlertDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.channel}:{self.target} {self.state}"
+
+    @classmethod
+    def retry_policy(cls) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=settings.ALERT_DELIVERY_MAX_ATTEMPTS,
+            backoff_first_s=30,
+            backoff_max_s=600,
+            lease_s=120,
+        )
+
+    @classmethod
+    def gave_up_message(cls, error: str, attempts: int) -> str:
+        return f"Gave up: {error}"
+
+    @classmethod
+    def gave_up_fields(cls, message: str) -> dict[str, object]:
+        return {"last_error": message}
+
+    @property
+    def error(self) -> str:
+        """The admin's and the messages' name for `last_error`."""
+        return self.last_error

@@ -25,7 +25,8 @@ Deduplication, with window = ALERT_DEDUP_MINUTES since the last opened/reminder/
 
 Race safety: each transition is a conditional UPDATE, or an INSERT guarded by the partial unique
 constraint (one open alert per key) in its own savepoint, and writes its deliveries only if it
-won. Deliveries are outbox rows that `tasks.alert_deliver` sends once the transaction commits.
+won. Deliveries are outbox rows (core/outbox.py) that `tasks.alert_deliver` sends once the
+transaction commits; the outbox sweep sends again any that were left behind.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ import requests
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from pipelines.alerts.models import Alert, AlertDelivery
 from pipelines.authoring.models import Pipeline
-from pipelines.core import outbox, schedule
+from pipelines.core import schedule
 from pipelines.core.models import Team
 from pipelines.deployments.models import Environment
 from pipelines.monitoring import health, monitor
@@ -58,9 +59,6 @@ Event, Channel = AlertDelivery.Event, AlertDelivery.Channel
 CAUSES = (Kind.IMPORT_ERROR, Kind.RUN_FAILED, Kind.SLA_MISSED, Kind.STALE)
 # Read from synced runs and flags, so unknown while the orchestrator is unreachable.
 FROM_RUNS = frozenset({Kind.IMPORT_ERROR, Kind.RUN_FAILED, Kind.STALE, Kind.RETRYING})
-LEASE = timedelta(minutes=2)
-SWEEP_GRACE = timedelta(seconds=30)
-MAX_RETRY_DELAY_S = 600
 
 
 @dataclass(frozen=True)
@@ -286,7 +284,7 @@ def alerts_evaluate(
         Alert.objects.bulk_update(touched, ["severity", "summary", "detail", "last_seen_at"])
         for delivery in AlertDelivery.objects.bulk_create(deliveries):
             result.delivery_ids.append(delivery.id)
-            outbox.send_on_commit("pipelines.tasks.alert_deliver", delivery.id)
+            AlertDelivery.enqueue(delivery.id)
     return result
 
 
@@ -442,55 +440,37 @@ def _error_text(delivery: AlertDelivery, exc: Exception) -> str:
 
 
 def delivery_send(*, delivery_id: int) -> None:
-    """Send one delivery. Safe to call twice; raises DeliveryRetry on a transient failure."""
-    now = timezone.now()
-    claimed = AlertDelivery.objects.filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lte=now),
-        id=delivery_id,
-        state=AlertDelivery.State.PENDING,
-    ).update(lease_until=now + LEASE, attempts=F("attempts") + 1)
-    if not claimed:
+    """Send one delivery. Safe to call twice; raises DeliveryRetry on a transient failure.
+
+    The claim lets one worker in; a rejection ends the delivery failed at once, a transient
+    failure is retried with backoff until ALERT_DELIVERY_MAX_ATTEMPTS ends it failed.
+    """
+    token = AlertDelivery.claim(delivery_id)
+    if token is None:
         return
     delivery = AlertDelivery.objects.select_related("alert__pipeline", "alert__environment").get(
         id=delivery_id
     )
-    subject, text = message_for(delivery)
     try:
+        subject, text = message_for(delivery)
         if delivery.channel == Channel.EMAIL:
             send_mail(subject, text, None, [delivery.target])
         else:
             _post_webhook(delivery.target, text)
     except DeliveryRejected as exc:
-        _finish(delivery_id, AlertDelivery.State.FAILED, error=str(exc))
+        AlertDelivery.finish(
+            delivery_id, token, state=AlertDelivery.State.FAILED, last_error=str(exc)
+        )
         return
     # requests' errors, socket and SMTP errors are all OSErrors; anything else (a bug, an odd
     # target) is retried the same way, up to the cap, so the claim is never left held.
     except Exception as exc:
         error = _error_text(delivery, exc)
-        if delivery.attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
-            _finish(delivery_id, AlertDelivery.State.FAILED, error=f"Gave up: {error}")
+        seconds = AlertDelivery.release(delivery_id, token, error=error)
+        if seconds is None:  # the attempt cap ended it failed (or a newer claim owns it)
             return
-        seconds = min(30 * 2 ** (delivery.attempts - 1), MAX_RETRY_DELAY_S)
-        # The lease doubles as the backoff: the sweep leaves the row alone until it is due.
-        AlertDelivery.objects.filter(id=delivery_id).update(
-            lease_until=now + timedelta(seconds=seconds), error=error
-        )
         logger.warning("alert delivery %s failed (%s); retry in %s s", delivery_id, error, seconds)
         raise DeliveryRetry(error, seconds=seconds) from exc
-    _finish(delivery_id, AlertDelivery.State.SENT, error="", sent_at=timezone.now())
-
-
-def _finish(delivery_id: int, state: str, **fields: object) -> None:
-    AlertDelivery.objects.filter(id=delivery_id).update(state=state, lease_until=None, **fields)
-
-
-def deliveries_due() -> list[int]:
-    """Return ids of pending deliveries the outbox sweep should enqueue again."""
-    now = timezone.now()
-    return list(
-        AlertDelivery.objects.filter(
-            Q(lease_until__isnull=True, created_at__lte=now - SWEEP_GRACE)
-            | Q(lease_until__lte=now),
-            state=AlertDelivery.State.PENDING,
-        ).values_list("id", flat=True)[:500]
+    AlertDelivery.finish(
+        delivery_id, token, state=AlertDelivery.State.SENT, last_error="", sent_at=timezone.now()
     )

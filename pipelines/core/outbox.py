@@ -53,7 +53,7 @@ class RetryPolicy:
 
 
 class Outbox(models.Model):
-    """Abstract base of every outbox row (deployments now; run requests, alert deliveries next)."""
+    """Abstract base of every outbox row: deployments, run-now requests, alert deliveries."""
 
     # What a subclass sets: the Celery task (by name, so that a service never imports the task
     # module above it) that takes the row id, the states a worker may claim, the terminal
@@ -82,8 +82,16 @@ class Outbox(models.Model):
         return RetryPolicy()
 
     @classmethod
+    def gave_up_message(cls, error: str, attempts: int) -> str:
+        """The text that says the attempt cap ended the row, passed to `gave_up_fields`."""
+        return f"Gave up after {attempts} attempts. Last error: {error}"
+
+    @classmethod
     def gave_up_fields(cls, message: str) -> dict[str, Any]:
-        """Extra columns set when the attempt cap ends a row (e.g. its user-facing error)."""
+        """Extra columns set when the attempt cap ends a row (e.g. its user-facing error).
+
+        May set `last_error` itself (to `message`) where that is the row's user-facing error.
+        """
         return {}
 
     # --- the lease -------------------------------------------------------------------------------
@@ -151,10 +159,9 @@ class Outbox(models.Model):
             return None
         policy = cls.retry_policy()
         if attempts >= policy.max_attempts:
-            message = f"Gave up after {attempts} attempts. Last error: {error}"
-            cls.finish(
-                pk, token, state=cls.OUTBOX_FAILED, last_error=error, **cls.gave_up_fields(message)
-            )
+            message = cls.gave_up_message(error, attempts)
+            ended = {"last_error": error, **cls.gave_up_fields(message)}
+            cls.finish(pk, token, state=cls.OUTBOX_FAILED, **ended)
             return None
         wait = delay if delay is not None else policy.backoff(attempts)
         changed = rows.update(

@@ -278,8 +278,8 @@ def explain_failures(environment: Environment, client: AirflowClient) -> int:
             reason = f"The portal could not read why this run failed: {exc}"
         RunRecord.objects.filter(id=record_id).update(error=reason or "No reason given.")
         # A run started from the portal shows the same reason on its request.
-        RunRequest.objects.filter(dag_id=dag_id, dag_run_id=dag_run_id, error="").update(
-            error=reason
+        RunRequest.objects.filter(dag_id=dag_id, dag_run_id=dag_run_id, last_error="").update(
+            last_error=reason
         )
     return len(unexplained)
 

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from pipelines.authoring.models import Pipeline
+from pipelines.core.outbox import Outbox, RetryPolicy
 from pipelines.deployments.models import Environment
 
+# Submitting is one API call: a short lease. The first try and the 10 retries with backoff that
+# Celery's retry_backoff gave before the outbox did; then the request ends failed, and says why.
+SUBMIT_POLICY = RetryPolicy(max_attempts=11, backoff_first_s=1, backoff_max_s=600, lease_s=120)
 
-class RunRequest(models.Model):
-    """A user's "run now for partition P". The row is the outbox the trigger task works from."""
+
+class RunRequest(Outbox):
+    """A user's "run now for partition P". The row is the outbox the submit task works from.
+
+    Outbox states: PENDING (to trigger in Airflow) → SUBMITTED, or FAILED with `last_error`.
+    Following the run once submitted (`run_state`, UNTRACKED) is not outbox work: the refresh
+    has its own throttle, `refreshed_at`, and never touches the lease.
+    """
+
+    OUTBOX_TASK = "pipelines.tasks.run_submit"
+    OUTBOX_CLAIMABLE = ("pending",)
+    OUTBOX_FAILED = "failed"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -34,14 +49,17 @@ class RunRequest(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
     requested_at = models.DateTimeField(auto_now_add=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
     # auto_now is not bumped by QuerySet.update(): every update in runs.py sets it explicitly.
     updated_at = models.DateTimeField(auto_now=True)
     refreshed_at = models.DateTimeField(
         null=True, blank=True, help_text="When a refresh from Airflow was last enqueued."
     )
-    error = models.TextField(blank=True)
+    # The base's `last_error` is the error the user sees under the run: why submitting is
+    # retrying or failed, why the run failed in Airflow, or that it is no longer followed.
+    last_error = models.TextField(
+        blank=True,
+        help_text="Why submitting failed, why the run failed, or why it is not followed.",
+    )
 
     class Meta:
         ordering = ["-requested_at"]
@@ -61,6 +79,19 @@ class RunRequest(models.Model):
         return f"{self.dag_id} {self.partition}"
 
     TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+
+    @classmethod
+    def retry_policy(cls) -> RetryPolicy:
+        return SUBMIT_POLICY
+
+    @classmethod
+    def gave_up_fields(cls, message: str) -> dict[str, object]:
+        return {"last_error": message, "updated_at": timezone.now()}
+
+    @property
+    def error(self) -> str:
+        """The pages' and the API's name for `last_error`."""
+        return self.last_error
 
     def conf(self) -> dict[str, object]:
         """The DagRun conf the generated DAG reads (partition_bounds, the shrink guard)."""

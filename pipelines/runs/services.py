@@ -1,8 +1,13 @@
 """Run a deployed pipeline now for one partition, and follow the run's state in Airflow.
 
 One active request per pipeline × environment × partition (a partial unique constraint): asking
-again while one is pending or running returns that one. A run Airflow no longer knows (404 on
-refresh) stops being followed at once, with an error saying so, instead of being polled forever.
+again while one is pending or running returns that one. The RunRequest row is the outbox
+(core/outbox.py): `run_submit` claims it, triggers the DagRun and finishes it SUBMITTED (fenced),
+or releases it for a retry with backoff until the attempt cap ends it FAILED.
+
+Following a submitted run (`run_refresh`) is not outbox work: polling pages and a beat task
+enqueue it at most once per REFRESH_AFTER, throttled by `refreshed_at`. A run Airflow no longer
+knows (404 on refresh) stops being followed at once, with an error saying so.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from pipelines.deployments.models import Deployment, Environment
 from pipelines.runs.models import RunRequest
 
 logger = logging.getLogger(__name__)
-LEASE = timedelta(minutes=2)
 # An open page polls every 2 s; at most one refresh per run is enqueued per window.
 REFRESH_AFTER = timedelta(seconds=2)
 ACTIVE = Q(state__in=[RunRequest.State.PENDING, RunRequest.State.SUBMITTED]) & ~Q(
@@ -129,7 +133,7 @@ def run_request(
         if active is None:
             raise
         return active, False
-    outbox.send_on_commit("pipelines.tasks.run_submit", run.id)
+    RunRequest.enqueue(run.id)
     return run, True
 
 
@@ -141,17 +145,17 @@ def _update(run_id: int, *, only_if: Q | None = None, **fields: Any) -> int:
     return rows.update(updated_at=timezone.now(), **fields)
 
 
-def run_submit(*, run_request_id: int) -> None:
-    """Trigger the DagRun for one request. Safe to call twice; AirflowUnavailable means retry."""
-    now = timezone.now()
-    claimed = RunRequest.objects.filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lte=now),
-        id=run_request_id,
-        state=RunRequest.State.PENDING,
-    ).update(lease_until=now + LEASE, attempts=F("attempts") + 1, updated_at=now)
-    if not claimed:
-        return
-    pending = Q(state=RunRequest.State.PENDING)
+def run_submit(*, run_request_id: int) -> float | None:
+    """Trigger the DagRun for one request; return seconds until a retry is due, None when none.
+
+    Safe to call twice: the claim lets one worker in, and a worker whose lease ran out changes
+    nothing. Airflow unreachable is retried with backoff up to the attempt cap; a rejection
+    ends the request failed with Airflow's message. An unexpected error releases the claim (a
+    retry with backoff) and is raised.
+    """
+    token = RunRequest.claim(run_request_id)
+    if token is None:
+        return None
     try:
         run = RunRequest.objects.select_related("environment").get(id=run_request_id)
         client = AirflowClient.for_environment(run.environment)
@@ -167,29 +171,29 @@ def run_submit(*, run_request_id: int) -> None:
         except AirflowConflict:
             body = client.get_run(run.dag_id, run.dag_run_id)  # our own earlier attempt
     except AirflowUnavailable as exc:
-        _update(run_request_id, only_if=pending, lease_until=None, error=str(exc))
-        raise
+        return RunRequest.release(run_request_id, token, error=str(exc), updated_at=timezone.now())
     except AirflowError as exc:
-        _update(
+        RunRequest.finish(
             run_request_id,
-            only_if=pending,
+            token,
             state=RunRequest.State.FAILED,
-            lease_until=None,
-            error=exc.message,
+            last_error=exc.message,
+            updated_at=timezone.now(),
         )
-        return
+        return None
     except BaseException as exc:
         # A bug or a killed worker must not hold the claim: the sweep tries again.
-        _update(run_request_id, only_if=pending, lease_until=None, error=repr(exc)[:500])
+        RunRequest.release(run_request_id, token, error=repr(exc)[:500], updated_at=timezone.now())
         raise
-    _update(
+    RunRequest.finish(
         run_request_id,
-        only_if=pending,
+        token,
         state=RunRequest.State.SUBMITTED,
         run_state=body.get("state") or "queued",
-        lease_until=None,
-        error="",
+        last_error="",
+        updated_at=timezone.now(),
     )
+    return None
 
 
 def run_refresh(*, run_request_id: int) -> None:
@@ -208,18 +212,23 @@ def run_refresh(*, run_request_id: int) -> None:
             run.id,
             only_if=submitted,
             state=RunRequest.State.UNTRACKED,
-            error="Airflow no longer knows this run (404); it is no longer followed. "
+            last_error="Airflow no longer knows this run (404); it is no longer followed. "
             "Request the partition again if it still needs loading.",
         )
         return
     except AirflowUnavailable as exc:
-        _update(run.id, only_if=submitted, error=str(exc))
+        _update(run.id, only_if=submitted, last_error=str(exc))
         raise
-    except AirflowError as exc:  # a 4xx other than 404: say so, the sweep asks again
-        _update(run.id, only_if=submitted, error=exc.message)
+    except AirflowError as exc:  # a 4xx other than 404: say so, the beat asks again
+        _update(run.id, only_if=submitted, last_error=exc.message)
         return
     state = body.get("state") or ""
-    _update(run.id, only_if=submitted, run_state=state, error=_failure_reason(client, run, state))
+    _update(
+        run.id,
+        only_if=submitted,
+        run_state=state,
+        last_error=_failure_reason(client, run, state),
+    )
 
 
 def _failure_reason(client: AirflowClient, run: RunRequest, state: str) -> str:
@@ -234,30 +243,15 @@ def _failure_reason(client: AirflowClient, run: RunRequest, state: str) -> str:
         return f"Airflow could not say why this run failed: {exc.message}"
 
 
-def runs_due() -> tuple[list[int], list[int]]:
-    """Return (ids to submit again, ids to refresh) for the outbox sweep."""
-    now = timezone.now()
-    pending = RunRequest.objects.filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lte=now),
-        state=RunRequest.State.PENDING,
-        requested_at__lte=now - timedelta(seconds=20),
-    )
-    active = RunRequest.objects.filter(state=RunRequest.State.SUBMITTED).exclude(
-        run_state__in=RunRequest.TERMINAL_RUN_STATES
-    )
-    return list(pending.values_list("id", flat=True)[:500]), list(
-        active.values_list("id", flat=True)[:500]
-    )
+def refresh_if_stale(run: RunRequest) -> bool:
+    """Enqueue a refresh of an active run, at most once per REFRESH_AFTER; True if enqueued.
 
-
-def refresh_if_stale(run: RunRequest) -> None:
-    """Enqueue a refresh of an active run, at most once per REFRESH_AFTER (for polling pages).
-
-    The window is claimed with a conditional UPDATE of `refreshed_at`, so polls from any number
-    of pages and processes within one window enqueue one task.
+    The window is claimed with a conditional UPDATE of `refreshed_at` (never the outbox lease,
+    which belongs to submitting), so polls from any number of pages and processes, and the
+    beat, enqueue one task per window.
     """
     if run.state != RunRequest.State.SUBMITTED or not run.is_active:
-        return
+        return False
     now = timezone.now()
     claimed = RunRequest.objects.filter(
         Q(refreshed_at__isnull=True) | Q(refreshed_at__lte=now - REFRESH_AFTER),
@@ -265,6 +259,19 @@ def refresh_if_stale(run: RunRequest) -> None:
         state=RunRequest.State.SUBMITTED,
     ).update(refreshed_at=now)
     if not claimed:
-        return
-    # Broker down: the page still renders; the sweep refreshes later.
+        return False
+    # Broker down: the page still renders; the beat refreshes later.
     outbox.send("pipelines.tasks.run_refresh", run.id)
+    return True
+
+
+def runs_refresh_active(*, limit: int = 500) -> int:
+    """Enqueue a refresh of every run still running in Airflow; return how many (the beat).
+
+    The pages refresh the runs on screen; this follows the others, so a finished run frees its
+    partition for a new request even when nobody watches it.
+    """
+    active = RunRequest.objects.filter(ACTIVE, state=RunRequest.State.SUBMITTED).order_by(
+        F("refreshed_at").asc(nulls_first=True), "id"
+    )[:limit]
+    return sum(refresh_if_stale(run) for run in active)
