@@ -27,8 +27,8 @@ def pipeline_list() -> list[dict[str, Any]]:
     )
     latest: dict[tuple[int, int], Deployment] = {}
     deployments = (
-        Deployment.objects.filter(version__pipeline__in=pipelines)
-        .exclude(state=Deployment.State.SUPERSEDED)
+        Deployment.objects.shown()
+        .filter(version__pipeline__in=pipelines)
         .select_related("version")
         .order_by("version__number", "requested_at")
     )

@@ -101,6 +101,18 @@ class Environment(models.Model):
 
 
 class DeploymentQuerySet(models.QuerySet):
+    """The one answer to "what is deployed where" (pages, API, runs and the sync all ask it)."""
+
+    def deployed(self) -> DeploymentQuerySet:
+        """What runs in Airflow now: one row per pipeline × environment, a newer deployment
+        supersedes the older one."""
+        return self.filter(state="deployed")
+
+    def shown(self) -> DeploymentQuerySet:
+        """The deployment a page shows per pipeline × environment: the newest request that no
+        newer version superseded (pending, deploying, deployed or failed)."""
+        return self.exclude(state="superseded")
+
     def update(self, **kwargs: object) -> int:
         if READ_ONLY_CODE_FIELDS & kwargs.keys():
             raise ValueError("A deployment's code is read-only once saved.")

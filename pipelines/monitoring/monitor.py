@@ -94,7 +94,7 @@ def deployed_pipelines(
     per process: the sync, the SLA tick, the recompute and the alerts all call this. A
     pipeline whose spec cannot be parsed is left out (and put in `unreadable`, if given).
     """
-    rows = Deployment.objects.filter(environment=environment, state=Deployment.State.DEPLOYED)
+    rows = Deployment.objects.deployed().filter(environment=environment)
     if pipeline_ids is not None:
         rows = rows.filter(version__pipeline_id__in=list(pipeline_ids))
     found = list(

@@ -53,9 +53,8 @@ class RunError(Exception):
 def deployment_for(*, pipeline: Pipeline, environment: Environment) -> Deployment | None:
     """Return the newest deployed version of `pipeline` in `environment`, if any."""
     return (
-        Deployment.objects.filter(
-            version__pipeline=pipeline, environment=environment, state=Deployment.State.DEPLOYED
-        )
+        Deployment.objects.deployed()
+        .filter(version__pipeline=pipeline, environment=environment)
         .select_related("version")
         .order_by("-version__number")
         .first()
