@@ -6,18 +6,20 @@ from datetime import UTC, datetime
 
 from django import template
 
+from pipelines.core import schedule
+
 register = template.Library()
 
 
 @register.filter
 def partition(value: datetime | None) -> str:
-    """Show a stored partition start (wall-clock labelled UTC) as 2026-11-10 or 2026-11-10 13:00."""
+    """Show a stored partition start (wall-clock labelled UTC) by the one partition key format:
+    2026-11-10, or 2026-11-10T13:00 for an hour that is not midnight (what Run now and the API
+    take and what run requests store)."""
     if value is None:
         return "—"
-    local = value.astimezone(UTC)
-    if local.hour == 0 and local.minute == 0:
-        return local.strftime("%Y-%m-%d")
-    return local.strftime("%Y-%m-%d %H:00")
+    wall = value.astimezone(UTC).replace(tzinfo=None)
+    return schedule.format_partition(wall, "day" if wall.hour == 0 else "hour")
 
 
 @register.filter
