@@ -344,7 +344,7 @@ def bench_deploy(bundle_check_s: int | None = None) -> dict[str, Any]:
             time.sleep(i * cycle_s / DEPLOYS)
             new.append(timed_deploy(pipeline.versions.get(number=1), environment, user))
         for pipeline in pipelines:
-            # No edit service yet: a new version is created the way tests/test_deploy.py does.
+            # No edit service yet: a version 2 is made as tests/deployments/test_deploy.py does.
             v1 = pipeline.versions.get(number=1)
             spec2 = v1.spec_json | {"description": "Version 2 of the bench pipeline."}
             v2 = PipelineVersion.objects.create(

@@ -153,7 +153,7 @@ class PipelinePlan:
 
 
 def base_spec() -> PipelineSpec:
-    """One valid spec, as tests/test_codegen.py ORDERS; every pipeline is a variation of it."""
+    """One valid spec, as ORDERS in tests/authoring/test_codegen.py; every pipeline varies it."""
     from pipelines.authoring.spec import Column, PipelineSpec
     from pipelines.core import schedule
 

@@ -6,11 +6,14 @@ exist. Builders set only what a test needs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 
+from pipelines.authoring.spec import Column, PipelineSpec
 from pipelines.core.tokens import token_create
 from pipelines.models import (
     Environment,
@@ -185,4 +188,76 @@ def make_health(pipeline: Any, environment: Environment, **fields: Any) -> Any:
         verdict=verdict,
         verdict_rank=VERDICT_RANK[verdict],
         **fields,
+    )
+
+
+# --- Reference specs (the golden files' and the DAG-parse test's) ---------------------------
+
+PORTAL_URL = "http://portal.example.com/pipelines/orders-daily/"
+
+ORDERS = PipelineSpec(
+    name="orders-daily",
+    team="payments",
+    team_domain="finance",
+    owner="alice",
+    source_database="shop",
+    source_dialect="postgres",
+    source_conn_id="shop_source",
+    source_schema="public",
+    source_table="orders",
+    columns=(
+        Column("order_id", "bigint"),
+        Column("customer_id", "bigint"),
+        Column("amount", "numeric"),
+        Column("order_date", "date"),
+        Column("updated_at", "timestamp"),
+    ),
+    target_table="orders_daily",
+    schedule="0 2 * * *",
+    timezone="UTC",
+    primary_key=("order_id",),
+    partition_column="order_date",
+    partition_grain="day",
+    sla_minutes=120,
+    retries=3,
+    retry_delay_minutes=5,
+    execution_timeout_minutes=60,
+    tags=("revenue",),
+    runbook_url="https://wiki.example.com/runbooks/orders",
+    description="Daily orders into the warehouse.",
+)
+EVENTS_HOURLY = replace(
+    ORDERS,
+    name="events-hourly",
+    source_dialect="sqlite",
+    source_conn_id="demo_source",
+    source_schema="",
+    source_table="events",
+    columns=(
+        Column("event_id", "text"),
+        Column("user_id", "bigint"),
+        Column("seen_at", "timestamp"),
+    ),
+    target_table="events_hourly",
+    schedule="15 * * * *",
+    timezone="Europe/London",
+    primary_key=("event_id", "user_id"),
+    partition_column="seen_at",
+    partition_grain="hour",
+    sla_minutes=None,
+    retries=0,
+    tags=(),
+    runbook_url="",
+    description="",
+    allow_empty=True,
+)
+
+
+def target(slug="prod", dialect="postgres", schema="analytics", prefix=""):
+    return SimpleNamespace(
+        slug=slug,
+        warehouse_conn_id=f"warehouse_{slug}",
+        warehouse_dialect=dialect,
+        target_schema=schema,
+        dag_id_for=lambda name: f"{prefix}{name.replace('-', '_')}",
     )

@@ -120,3 +120,28 @@ class FakeSyncAirflow:
         if (dag_id, dag_run_id) not in self.failures:
             raise AirflowNotFound("Airflow answered 404: no such run", status=404)
         return self.failures[(dag_id, dag_run_id)]
+
+
+# --- Runs of the reference pipeline orders-daily (daily 02:00 UTC), for sync tests -------------
+
+
+def utc(*args):
+    return datetime(*args, tzinfo=UTC)
+
+
+def scheduled(airflow, day: int, state: str = "success", *, finished: datetime | None = None):
+    """The scheduled run that fires on 11-`day` 02:00 and loads 11-(`day`-1)."""
+    fire = utc(2026, 11, day, 2)
+    airflow.add_run(
+        "orders_daily",
+        f"scheduled__{fire.isoformat()}",
+        state,
+        data_interval_start=utc(2026, 11, day - 1, 2).isoformat(),
+        data_interval_end=fire.isoformat(),
+        queued_at=fire.isoformat(),
+        start_date=fire.isoformat(),
+        end_date=(finished or utc(2026, 11, day, 2, 5)).isoformat()
+        if state in ("success", "failed")
+        else None,
+        duration=300.0 if state in ("success", "failed") else None,
+    )

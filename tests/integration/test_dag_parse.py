@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.local import validate_dag_files
 from pipelines.authoring import codegen
-from tests.test_codegen import EVENTS_HOURLY, ORDERS, PORTAL_URL, target
+from tests.conftest import EVENTS_HOURLY, ORDERS, PORTAL_URL, target
 
 pytestmark = pytest.mark.integration
 

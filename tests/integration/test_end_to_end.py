@@ -83,7 +83,7 @@ def test_file_airflow_rejects_is_a_failed_deployment_with_its_message(client, wa
     unknown to Airflow, planted in the stored spec) ends failed with Airflow's own message.
 
     Tampering with the stored code itself is no way to get there: the deploy re-renders and
-    refuses code that differs (tests/test_deploy.py)."""
+    refuses code that differs (tests/deployments/test_deploy.py)."""
     from pipelines.models import PipelineVersion
 
     key = token_create(user=alice)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 import time_machine
 
@@ -14,13 +12,9 @@ from pipelines.deployments import services as deploy
 from pipelines.models import Deployment, PipelineHealth, RunRecord, SlaMiss, SyncState, Verdict
 from pipelines.monitoring import monitor, sync
 from tests.conftest import pipeline_payload
-from tests.fakes import FakeSyncAirflow
+from tests.fakes import FakeSyncAirflow, scheduled, utc
 
 DAG = "orders_daily"
-
-
-def utc(*args):
-    return datetime(*args, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -41,24 +35,6 @@ def deployed(alice, orders, environments, fake_airflow):
 @pytest.fixture
 def airflow():
     return FakeSyncAirflow()
-
-
-def scheduled(airflow, day: int, state: str = "success", *, finished: datetime | None = None):
-    """The scheduled run that fires on 11-`day` 02:00 and loads 11-(`day`-1)."""
-    fire = utc(2026, 11, day, 2)
-    airflow.add_run(
-        DAG,
-        f"scheduled__{fire.isoformat()}",
-        state,
-        data_interval_start=utc(2026, 11, day - 1, 2).isoformat(),
-        data_interval_end=fire.isoformat(),
-        queued_at=fire.isoformat(),
-        start_date=fire.isoformat(),
-        end_date=(finished or utc(2026, 11, day, 2, 5)).isoformat()
-        if state in ("success", "failed")
-        else None,
-        duration=300.0 if state in ("success", "failed") else None,
-    )
 
 
 def do_sync(environments, airflow, when):

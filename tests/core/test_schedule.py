@@ -72,7 +72,7 @@ def test_next_fire_times_on_new_york_spring_forward_day():
 
 
 # Fire times Airflow 3.3.2's CronDataIntervalTimetable gives (read from Airflow itself with
-# tests/airflow_fire_times.py): a skipped time keeps the offset from before the change, a
+# tests/core/airflow_fire_times.py): a skipped time keeps the offset from before the change, a
 # repeated one runs once at its second occurrence, an hour-"*" cron steps by real hours.
 AIRFLOW_FIRES = [
     (

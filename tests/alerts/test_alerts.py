@@ -26,8 +26,7 @@ from pipelines.deployments import services as deploy
 from pipelines.models import Alert, AlertDelivery, Environment, PipelineHealth, Team
 from pipelines.monitoring import monitor, sync
 from tests.conftest import pipeline_payload
-from tests.fakes import FakeSyncAirflow
-from tests.test_sync import scheduled, utc
+from tests.fakes import FakeSyncAirflow, scheduled, utc
 
 ONCALL_WEBHOOK = "https://hooks.example.com/services/T0/B0/oncall-secret"
 

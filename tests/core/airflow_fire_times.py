@@ -2,7 +2,7 @@
 
 Test-only tool, not collected by pytest (Airflow is not in the portal venv). Run from the repo:
 
-    .venv/bin/python tests/airflow_fire_times.py
+    .venv/bin/python tests/core/airflow_fire_times.py
 
 It asks Airflow 3.3 (.airflow/venv, AIRFLOW_HOME in a scratch dir) to schedule each cron ×
 zone around every offset change of 2026–2027 — CronDataIntervalTimetable.next_dagrun_info
@@ -20,7 +20,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW_PYTHON = ROOT / ".airflow" / "venv" / "bin" / "python"
 CRONS = [
     "0 2 * * *",

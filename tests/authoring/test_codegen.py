@@ -6,7 +6,6 @@ import ast
 import os
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,78 +13,9 @@ from hypothesis import strategies as st
 
 from pipelines.authoring import codegen
 from pipelines.authoring.spec import Column, PipelineSpec
+from tests.conftest import EVENTS_HOURLY, ORDERS, PORTAL_URL, target
 
 GOLDEN = Path(__file__).parent / "golden"
-PORTAL_URL = "http://portal.example.com/pipelines/orders-daily/"
-
-ORDERS = PipelineSpec(
-    name="orders-daily",
-    team="payments",
-    team_domain="finance",
-    owner="alice",
-    source_database="shop",
-    source_dialect="postgres",
-    source_conn_id="shop_source",
-    source_schema="public",
-    source_table="orders",
-    columns=(
-        Column("order_id", "bigint"),
-        Column("customer_id", "bigint"),
-        Column("amount", "numeric"),
-        Column("order_date", "date"),
-        Column("updated_at", "timestamp"),
-    ),
-    target_table="orders_daily",
-    schedule="0 2 * * *",
-    timezone="UTC",
-    primary_key=("order_id",),
-    partition_column="order_date",
-    partition_grain="day",
-    sla_minutes=120,
-    retries=3,
-    retry_delay_minutes=5,
-    execution_timeout_minutes=60,
-    tags=("revenue",),
-    runbook_url="https://wiki.example.com/runbooks/orders",
-    description="Daily orders into the warehouse.",
-)
-EVENTS_HOURLY = replace(
-    ORDERS,
-    name="events-hourly",
-    source_dialect="sqlite",
-    source_conn_id="demo_source",
-    source_schema="",
-    source_table="events",
-    columns=(
-        Column("event_id", "text"),
-        Column("user_id", "bigint"),
-        Column("seen_at", "timestamp"),
-    ),
-    target_table="events_hourly",
-    schedule="15 * * * *",
-    timezone="Europe/London",
-    primary_key=("event_id", "user_id"),
-    partition_column="seen_at",
-    partition_grain="hour",
-    sla_minutes=None,
-    retries=0,
-    tags=(),
-    runbook_url="",
-    description="",
-    allow_empty=True,
-)
-
-
-def target(slug="prod", dialect="postgres", schema="analytics", prefix=""):
-    return SimpleNamespace(
-        slug=slug,
-        warehouse_conn_id=f"warehouse_{slug}",
-        warehouse_dialect=dialect,
-        target_schema=schema,
-        dag_id_for=lambda name: f"{prefix}{name.replace('-', '_')}",
-    )
-
-
 REFERENCES = {
     "orders_daily_postgres.py": (ORDERS, target()),
     "events_hourly_sqlite.py": (EVENTS_HOURLY, target("dev", "sqlite", "", "dev__")),

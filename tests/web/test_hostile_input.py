@@ -2,7 +2,7 @@
 
 The pages are found by walking the URL patterns of portal/urls.py and pipelines/urls.py, so a
 new page is covered without editing this file. The API has its own fuzz test
-(tests/test_api_fuzz.py); here it gets the JSON cases the fuzzer's generator does not reach.
+(tests/api/test_api_fuzz.py); here it gets the JSON cases the fuzzer's generator does not reach.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.models import Verdict
 from pipelines.monitoring import health
-from tests.test_codegen import ORDERS
+from tests.conftest import ORDERS
 
 
 def utc(*args):
