@@ -11,7 +11,10 @@ reset: the health rows keep their values and say since when the orchestrator is 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -154,7 +157,8 @@ def environment_sync(*, environment_id: int, client: AirflowClient | None = None
     if state is None:
         return SyncResult(skipped=True)
     try:
-        return _sync(environment, state, started, client)
+        with _collector_paused():
+            return _sync(environment, state, started, client)
     except Exception as exc:
         if not isinstance(exc, AirflowError):  # those wrote their own last_error
             logger.exception("sync of environment %s failed", environment.slug)
@@ -165,6 +169,24 @@ def environment_sync(*, environment_id: int, client: AirflowClient | None = None
         SyncState.objects.filter(id=state.id, lease_until=state.lease_until).update(
             lease_until=None
         )
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one sync; it runs as usual afterwards.
+
+    A large sync holds tens of thousands of fresh objects (Airflow's runs, the records), and
+    every full collection walks them all again: a third of the time reading 50,000 runs took.
+    Memory is still freed by reference counting; nothing here needs a cycle freed meanwhile.
+    """
+    if not gc.isenabled():  # paused by someone else: theirs to resume
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _sync(
