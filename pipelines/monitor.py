@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import connection
-from django.db.models import Count, F, FloatField, Func, Max, Q
+from django.db.models import Count, F, FloatField, Func, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from . import health, schedule
@@ -28,6 +28,7 @@ from .models import (
     VERDICT_RANK,
     Deployment,
     Environment,
+    Pipeline,
     PipelineHealth,
     PipelineVersion,
     RunRecord,
@@ -187,13 +188,22 @@ def health_recompute(
             if isinstance(queued_at, float):
                 queued_at = datetime.fromtimestamp(queued_at, UTC)
             runs[pipeline_id].append((state, queued_at, duration))
-        loaded_end.update(
+        # The newest loaded partition end per pipeline: one probe of the run_loaded index each,
+        # not a scan of every successful run the pipelines ever had (MAX ... GROUP BY).
+        newest_loaded = (
             RunRecord.objects.filter(
-                environment=environment, pipeline_id__in=chunk, state="success"
+                pipeline_id=OuterRef("pk"),
+                environment=environment,
+                state="success",
+                partition_end__isnull=False,
             )
-            .values("pipeline_id")
-            .annotate(end=Max("partition_end"))
-            .values_list("pipeline_id", "end")
+            .order_by("-partition_end")
+            .values("partition_end")[:1]
+        )
+        loaded_end.update(
+            Pipeline.objects.filter(id__in=chunk)
+            .annotate(end=Subquery(newest_loaded))
+            .values_list("id", "end")
         )
         misses = (
             SlaMiss.objects.filter(environment=environment, pipeline_id__in=chunk)
