@@ -111,13 +111,14 @@ HEALTH_SORTS = {
 PER_PAGE = 50
 
 
-# --- Keyset pages: every page costs what the first does -----------------------------------------
+# --- Keyset pages: a deep page costs no more than the first -------------------------------------
 #
 # A page is "the PER_PAGE rows after (or before) this row in the list's order", the row given by
 # an opaque token of its sort values, so PostgreSQL seeks to it through the sort instead of
-# sorting and skipping every row OFFSET would. The last page is the first page of the reversed
-# order. `page=N` alone (an old link) still works, with OFFSET. NULL sorts as the greatest value
-# on every database (PostgreSQL's own rule), so that a token's comparisons match the order.
+# sorting and skipping every row OFFSET would: the cost does not grow with the page number. The
+# last page is the first page of the reversed order. `page=N` alone (an old link) still works,
+# with OFFSET. NULL sorts as the greatest value on every database (PostgreSQL's own rule), so
+# that a token's comparisons match the order.
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,6 @@ class Key:
     path: str  # "pipeline__slug"
     descending: bool
     nullable: bool
-
-    @property
-    def nulls_first(self) -> bool:
-        return self.descending  # NULL is the greatest value
 
     def order(self, *, reverse: bool = False) -> Any:
         descending = self.descending != reverse
@@ -191,7 +188,7 @@ def _untoken(token: str, model: Any, keys: list[Key]) -> list[Any] | None:
             None if value is None else _field(model, key.path).to_python(value)
             for key, value in zip(keys, values, strict=True)
         ]
-    except (ValueError, TypeError, ValidationError, binascii.Error):
+    except (ValueError, TypeError, OverflowError, ValidationError, binascii.Error):
         return None
 
 

@@ -111,7 +111,7 @@ def b64(value: object) -> str:
     "token",
     ["x", "!!", b64([]), b64([1, 2, 3]), b64({"a": 1}), b64(["a", "b", "c", "d"]),
      b64([[1], 2, "x", 3]), b64([1, None, "p-001", "1e999"]), b64([1, None, "p-001", 10**30]),
-     b64([1, 2, "p-\x00", 3])],
+     b64([1, 2, "p-\x00", 3]), "WzEsMiwicCIsSW5maW5pdHld", "W05hTiwyLCJwIiwzXQ"],
 )  # fmt: skip
 def test_a_forged_token_is_ignored(client, alice, many, token):
     client.force_login(alice)
