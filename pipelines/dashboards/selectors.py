@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator  # noqa: F401  (api.py pages with it)
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -101,6 +106,183 @@ HEALTH_SORTS = {
 PER_PAGE = 50
 
 
+# --- Keyset pages: a deep page costs no more than the first -------------------------------------
+#
+# A page is "the PER_PAGE rows after (or before) this row in the list's order", the row given by
+# an opaque token of its sort values, so PostgreSQL seeks to it through the sort instead of
+# sorting and skipping every row OFFSET would: the cost does not grow with the page number. The
+# last page is the first page of the reversed order. `page=N` alone (an old link) still works,
+# with OFFSET. NULL sorts as the greatest value on every database (PostgreSQL's own rule), so
+# that a token's comparisons match the order.
+
+
+@dataclass(frozen=True)
+class Key:
+    path: str  # "pipeline__slug"
+    descending: bool
+    nullable: bool
+
+    def order(self, *, reverse: bool = False) -> Any:
+        descending = self.descending != reverse
+        if not self.nullable:
+            return F(self.path).desc() if descending else F(self.path).asc()
+        if descending:
+            return F(self.path).desc(nulls_first=True)
+        return F(self.path).asc(nulls_last=True)
+
+    def after(self, value: Any, *, reverse: bool = False) -> Q | None:
+        """Rows strictly after `value` in this key's order (reversed); None: no row is."""
+        descending = self.descending != reverse
+        nulls_first = descending
+        if value is None:
+            return Q(**{f"{self.path}__isnull": False}) if nulls_first else None
+        beyond = Q(**{f"{self.path}__{'lt' if descending else 'gt'}": value})
+        if self.nullable and not nulls_first:
+            beyond |= Q(**{f"{self.path}__isnull": True})
+        return beyond
+
+    def equal(self, value: Any) -> Q:
+        if value is None:
+            return Q(**{f"{self.path}__isnull": True})
+        return Q(**{self.path: value})
+
+
+def keys_for(model: Any, order: list[str]) -> list[Key]:
+    """Keys of `order` (Django order_by names), ending with "id" so that the order is total."""
+    names = [*order, "id"] if order[-1].lstrip("-") != "id" else order
+    return [Key(name.lstrip("-"), name.startswith("-"), _field(model, name).null) for name in names]
+
+
+def _field(model: Any, name: str) -> Any:
+    *relations, last = name.lstrip("-").split("__")
+    for relation in relations:
+        model = model._meta.get_field(relation).related_model
+    return model._meta.get_field(last)
+
+
+def keyset_token(obj: Any, keys: list[Key]) -> str:
+    values = []
+    for key in keys:
+        value = obj
+        for part in key.path.split("__"):
+            value = getattr(value, part)
+        values.append(value.isoformat() if isinstance(value, datetime) else value)
+    raw = json.dumps(values, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _untoken(token: str, model: Any, keys: list[Key]) -> list[Any] | None:
+    """The sort values a token names, each as its field reads it; None if it is not one of ours."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(values, list) or len(values) != len(keys):
+            return None
+        if any(isinstance(value, str) and "\x00" in value for value in values):
+            return None  # PostgreSQL refuses NUL in text
+        return [
+            None if value is None else _field(model, key.path).to_python(value)
+            for key, value in zip(keys, values, strict=True)
+        ]
+    except (ValueError, TypeError, OverflowError, ValidationError, binascii.Error):
+        return None
+
+
+def _seek(keys: list[Key], values: list[Any], *, reverse: bool) -> Q:
+    """Rows after the row with `values` (before it if `reverse`), as one OR of prefixes."""
+    condition = Q(pk__in=[])  # nothing
+    equal = Q()
+    for key, value in zip(keys, values, strict=True):
+        beyond = key.after(value, reverse=reverse)
+        if beyond is not None:
+            condition |= equal & beyond
+        equal &= key.equal(value)
+    return condition
+
+
+@dataclass
+class KeysetPage:
+    """One page of a list and the links around it; what the pager template shows."""
+
+    object_list: list[Any]
+    number: int
+    num_pages: int
+    count: int
+    links: dict[str, str]  # first / previous / next / last -> query string
+
+    @property
+    def has_previous(self) -> bool:
+        return "previous" in self.links
+
+    @property
+    def has_next(self) -> bool:
+        return "next" in self.links
+
+
+def keyset_page(
+    rows: QuerySet,
+    order: list[str],
+    *,
+    query: dict[str, str],
+    page: str = "",
+    after: str = "",
+    before: str = "",
+    per_page: int = PER_PAGE,
+) -> KeysetPage:
+    """The page of `rows` (in `order`) that page/after/before name; two queries, however deep.
+
+    `query` holds the list's filters, kept in every link.
+    """
+    keys = keys_for(rows.model, order)
+    forward = [k.order() for k in keys]
+    count = rows.count()
+    num_pages = max(1, -(-count // per_page))
+    number = _page_number(page, num_pages)
+    cursor_after = _untoken(after, rows.model, keys) if after else None
+    cursor_before = _untoken(before, rows.model, keys) if before and not cursor_after else None
+    if page == "last":
+        shown = count - (num_pages - 1) * per_page
+        found = _rows(rows, Q(), [k.order(reverse=True) for k in keys], 0, shown)[::-1]
+    elif cursor_after is not None:
+        found = _rows(rows, _seek(keys, cursor_after, reverse=False), forward, 0, per_page)
+    elif cursor_before is not None:
+        backward = [k.order(reverse=True) for k in keys]
+        seek = _seek(keys, cursor_before, reverse=True)
+        found = _rows(rows, seek, backward, 0, per_page)[::-1]
+    else:  # the first page, or an old ?page=N link
+        found = _rows(rows, Q(), forward, (number - 1) * per_page, per_page)
+    links = {}
+
+    def link(n: int | str, **cursor: str) -> str:
+        return urlencode({**{k: v for k, v in query.items() if v}, "page": n, **cursor})
+
+    if number > 1:
+        links["first"] = link(1)
+        if found:
+            links["previous"] = link(number - 1, before=keyset_token(found[0], keys))
+    if number < num_pages:
+        if found:
+            links["next"] = link(number + 1, after=keyset_token(found[-1], keys))
+        links["last"] = link("last")
+    return KeysetPage(found, number, num_pages, count, links)
+
+
+def _rows(rows: QuerySet, where: Q, order: list[Any], start: int, limit: int) -> list[Any]:
+    """The rows of one page, in one query: the page's ids are chosen in a subquery that joins
+    only what the filter and the order need, then only those rows are read with their
+    relations, so PostgreSQL sorts narrow rows instead of every joined one."""
+    ids = rows.filter(where).order_by(*order).values("pk")[start : start + limit]
+    return list(rows.filter(pk__in=ids).order_by(*order))
+
+
+def _page_number(page: str, num_pages: int) -> int:
+    if page == "last":
+        return num_pages
+    try:
+        return min(max(1, int(page)), num_pages)
+    except (TypeError, ValueError):
+        return 1
+
+
 @dataclass(frozen=True)
 class HealthFilters:
     team: str = ""
@@ -109,6 +291,9 @@ class HealthFilters:
     verdict: str = ""
     sort: str = "worst"
     page: int = 1
+    last: bool = False  # page=last
+    after: str = ""  # keyset tokens (see keyset_page)
+    before: str = ""
 
     @classmethod
     def from_query(cls, query: Any) -> HealthFilters:
@@ -126,6 +311,9 @@ class HealthFilters:
             verdict=verdict if verdict in Verdict.values else "",
             sort=sort if sort in HEALTH_SORTS else "worst",
             page=page,
+            last=query.get("page") == "last",
+            after=query.get("after", "")[:1000],
+            before=query.get("before", "")[:1000],
         )
 
 
@@ -145,7 +333,20 @@ def health_queryset(filters: HealthFilters) -> QuerySet[PipelineHealth]:
 def health_overview(filters: HealthFilters) -> dict[str, Any]:
     """The overview page: one page of rows, verdict counts and the filter choices (6 queries)."""
     rows = health_queryset(filters)
-    page = Paginator(rows, PER_PAGE).get_page(filters.page)
+    page = keyset_page(
+        rows,
+        HEALTH_SORTS[filters.sort],
+        query={
+            "team": filters.team,
+            "environment": filters.environment,
+            "owner": filters.owner,
+            "verdict": filters.verdict,
+            "sort": filters.sort if filters.sort != "worst" else "",
+        },
+        page="last" if filters.last else str(filters.page),
+        after=filters.after,
+        before=filters.before,
+    )
     counts = dict(
         health_queryset(replace(filters, verdict=""))
         .order_by()
@@ -282,7 +483,9 @@ def _choices() -> dict[str, Any]:
     }
 
 
-def sla_dashboard(*, team: str = "", environment: str = "", page: int = 1) -> dict[str, Any]:
+def sla_dashboard(
+    *, team: str = "", environment: str = "", page: int | str = 1, after: str = "", before: str = ""
+) -> dict[str, Any]:
     """Misses per week, compliance per team and pipeline, and each miss (9 queries)."""
     from django.db.models import Exists, OuterRef, Sum
     from django.db.models.functions import TruncWeek
@@ -324,13 +527,17 @@ def sla_dashboard(*, team: str = "", environment: str = "", page: int = 1) -> di
         partition_end__gt=OuterRef("partition_start"),
         start_date__isnull=False,
     )
-    listed = misses.select_related("pipeline", "environment", "team").order_by(
-        "-fire_time", "pipeline__slug"
+    listed = misses.select_related("pipeline", "environment", "team")
+    page_obj = keyset_page(
+        listed,
+        ["-fire_time", "pipeline__slug"],
+        query={"team": team, "environment": environment},
+        page=str(page),
+        after=after,
+        before=before,
     )
-    page_obj = Paginator(listed, PER_PAGE).get_page(page)
-    page_obj.object_list = list(page_obj.object_list)
-    # "Started" is looked up for the shown rows only: PostgreSQL evaluates a subquery in the
-    # SELECT list for every row OFFSET skips as well, which made deep pages slow.
+    # "Started" is looked up for the shown rows only: PostgreSQL would evaluate a subquery in
+    # the SELECT list for every row it sorts.
     started_ids = set(
         SlaMiss.objects.filter(
             Exists(started), id__in=[m.id for m in page_obj.object_list]
@@ -441,13 +648,28 @@ def alert_queryset(
         rows = rows.filter(environment__slug=environment)
     if kind:
         rows = rows.filter(kind=kind)
-    return rows.order_by("state", "-opened_at", "id")
+    return rows.order_by(*ALERT_ORDER)
 
 
-def alert_page(*, state: str, team: str, environment: str, kind: str, page: int) -> dict:
+ALERT_ORDER = ["state", "-opened_at", "id"]
+
+
+def alert_page(
+    *,
+    state: str,
+    team: str,
+    environment: str,
+    kind: str,
+    page: int | str,
+    after: str = "",
+    before: str = "",
+) -> dict:
     rows = alert_queryset(state=state, team=team, environment=environment, kind=kind)
+    filters = {"state": state, "team": team, "environment": environment, "kind": kind}
     return {
-        "alerts": Paginator(rows, PER_PAGE).get_page(page),
+        "alerts": keyset_page(
+            rows, ALERT_ORDER, query=filters, page=str(page), after=after, before=before
+        ),
         "filters": {"state": state, "team": team, "environment": environment, "kind": kind},
         **_choices(),
     }

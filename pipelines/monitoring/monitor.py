@@ -19,10 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Count, Max, Q
+from django.db import connection
+from django.db.models import Count, F, FloatField, Func, OuterRef, Q, Subquery
 from django.utils import timezone
 
-from pipelines.authoring.models import PipelineVersion
+from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.core import schedule
 from pipelines.deployments.models import Deployment, Environment
@@ -174,17 +175,28 @@ def health_recompute(
                 environment=environment, pipeline_id__in=chunk, queued_at__gte=now - HISTORY
             )
             .order_by("pipeline_id", "-queued_at")
-            .values_list("pipeline_id", "state", "queued_at", "duration_s")
+            .values_list("pipeline_id", "state", _queued_at(), "duration_s")
         )
         for pipeline_id, state, queued_at, duration in recent:
+            if isinstance(queued_at, float):
+                queued_at = datetime.fromtimestamp(queued_at, UTC)
             runs[pipeline_id].append((state, queued_at, duration))
-        loaded_end.update(
+        # The newest loaded partition end per pipeline: one probe of the run_loaded index each,
+        # not a scan of every successful run the pipelines ever had (MAX ... GROUP BY).
+        newest_loaded = (
             RunRecord.objects.filter(
-                environment=environment, pipeline_id__in=chunk, state="success"
+                pipeline_id=OuterRef("pk"),
+                environment=environment,
+                state="success",
+                partition_end__isnull=False,
             )
-            .values("pipeline_id")
-            .annotate(end=Max("partition_end"))
-            .values_list("pipeline_id", "end")
+            .order_by("-partition_end")
+            .values("partition_end")[:1]
+        )
+        loaded_end.update(
+            Pipeline.objects.filter(id__in=chunk)
+            .annotate(end=Subquery(newest_loaded))
+            .values_list("id", "end")
         )
         misses = (
             SlaMiss.objects.filter(environment=environment, pipeline_id__in=chunk)
@@ -258,6 +270,22 @@ def health_recompute(
         update_fields=UPDATE_FIELDS + (list(FLAGS) if flags is not None else []),
     )
     return len(rows)
+
+
+def _queued_at() -> str | Func:
+    """RunRecord.queued_at, as epoch seconds on PostgreSQL.
+
+    A recompute of 2,000 pipelines reads ~230k runs; Django's time-zone-aware loader parses
+    each timestamp in Python (~3 µs), a float is read in C and made a datetime in ~0.3 µs.
+    A float holds today's epoch to the microsecond, so the datetime is the same.
+    """
+    if connection.vendor != "postgresql":
+        return "queued_at"
+    return Func(
+        F("queued_at"),
+        template="EXTRACT(EPOCH FROM %(expressions)s)::float8",
+        output_field=FloatField(),
+    )
 
 
 def _compute(

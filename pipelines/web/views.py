@@ -287,14 +287,12 @@ def health_overview(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def sla_dashboard(request: HttpRequest) -> HttpResponse:
-    try:
-        page = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        page = 1
     context = selectors.sla_dashboard(
         team=request.GET.get("team", "")[:50],
         environment=request.GET.get("environment", "")[:50],
-        page=page,
+        page=request.GET.get("page", "1")[:20],
+        after=request.GET.get("after", "")[:1000],
+        before=request.GET.get("before", "")[:1000],
     )
     return render(request, "pipelines/sla.html", context)
 
@@ -312,16 +310,14 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 
     state = request.GET.get("state", "recent")
     kind = request.GET.get("kind", "")
-    try:
-        page = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        page = 1
     context = selectors.alert_page(
         state=state if state in selectors.ALERT_STATES else "recent",
         team=request.GET.get("team", "")[:50],
         environment=request.GET.get("environment", "")[:50],
         kind=kind if kind in Alert.Kind.values else "",
-        page=page,
+        page=request.GET.get("page", "1")[:20],
+        after=request.GET.get("after", "")[:1000],
+        before=request.GET.get("before", "")[:1000],
     )
     context["kinds"] = Alert.Kind.choices
     return render(request, "pipelines/alerts.html", context)
