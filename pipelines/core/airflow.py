@@ -19,10 +19,24 @@ from urllib.parse import quote
 
 import requests
 from django.conf import settings
+from django.db import models
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 logger = logging.getLogger(__name__)
+
+
+class DagRunState(models.TextChoices):
+    """An Airflow DagRun's state (REST API v2 `DagRunState`), as the portal's rows keep it."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCESS = "success", "Success"
+    FAILED = "failed", "Failed"
+
+
+# A run in one of these states changes no more.
+TERMINAL_RUN_STATES = frozenset({DagRunState.SUCCESS, DagRunState.FAILED})
 
 
 class AirflowError(Exception):

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.catalog.models import SourceTable
+from pipelines.core.airflow import DagRunState
 from pipelines.core.models import Team
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring.models import PipelineHealth, Verdict
@@ -431,11 +432,11 @@ def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment |
     p = first
     while p <= last:
         states = [s for _, s in sorted(covering.get(p, []), reverse=True)]
-        if "success" in states:
+        if DagRunState.SUCCESS in states:
             status = "late" if p in late else "loaded"
-        elif states and states[0] in ("running", "queued"):
+        elif states and states[0] in (DagRunState.RUNNING, DagRunState.QUEUED):
             status = "running"
-        elif states and states[0] == "failed":
+        elif states and states[0] == DagRunState.FAILED:
             status = "failed"
         else:
             status = "missing"
@@ -446,7 +447,9 @@ def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment |
         "health_env": environment,
         "chart": _run_chart(recent, spec.sla_minutes),
         # Why the latest runs failed (read from Airflow by the sync), newest first.
-        "failures": [r for r in reversed(recent) if r.state == "failed"][:RECENT_FAILURES],
+        "failures": [r for r in reversed(recent) if r.state == DagRunState.FAILED][
+            :RECENT_FAILURES
+        ],
         "calendar": cells,
         "calendar_grain": grain,
     }

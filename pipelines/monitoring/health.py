@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.core import schedule
+from pipelines.core.airflow import TERMINAL_RUN_STATES, DagRunState
 from pipelines.monitoring.models import PipelineHealth, Verdict
 
 # Without an SLA, a partition is expected this long after the fire that loads it.
@@ -32,7 +33,7 @@ DEFAULT_GRACE = timedelta(minutes=60)
 # A pipeline whose success rate over 7 days is below this is a warning even when its last run
 # succeeded: it flaps.
 FLAPPING_SUCCESS_RATE = 0.9
-TERMINAL = frozenset({"success", "failed"})
+TERMINAL = TERMINAL_RUN_STATES
 
 
 def as_stored(partition: datetime) -> datetime:
@@ -242,25 +243,25 @@ def run_stats(runs: list[tuple[str, datetime, float | None]], now: datetime) -> 
 
     def rate(since: datetime) -> tuple[int, float | None]:
         done = [state for state, at, _ in runs if at and at >= since and state in TERMINAL]
-        return len(done), (done.count("success") / len(done) if done else None)
+        return len(done), (done.count(DagRunState.SUCCESS) / len(done) if done else None)
 
     runs_7d, rate_7d = rate(week)
     _, rate_30d = rate(month)
     durations = sorted(
         float(d)
         for state, at, d in runs
-        if state == "success" and at and at >= month and _seconds(d)
+        if state == DagRunState.SUCCESS and at and at >= month and _seconds(d)
     )
     streak = 0
     for state, _, _ in runs:
-        if state == "failed":
+        if state == DagRunState.FAILED:
             streak += 1
         elif state in TERMINAL:
             break
     return RunStats(
         last_run_state=runs[0][0] if runs else "",
         last_run_at=runs[0][1] if runs else None,
-        last_success_at=next((at for state, at, _ in runs if state == "success"), None),
+        last_success_at=next((at for state, at, _ in runs if state == DagRunState.SUCCESS), None),
         runs_7d=runs_7d,
         success_rate_7d=rate_7d,
         success_rate_30d=rate_30d,

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from pipelines.authoring.models import Pipeline
+from pipelines.core.airflow import DagRunState
 from pipelines.core.models import Team
 from pipelines.deployments.models import Environment
 
@@ -22,7 +23,7 @@ class RunRecord(models.Model):
     dag_id = models.CharField(max_length=250)
     dag_run_id = models.CharField(max_length=250)
     run_type = models.CharField(max_length=30, blank=True)
-    state = models.CharField(max_length=20)
+    state = models.CharField(max_length=20, choices=DagRunState.choices)
     logical_date = models.DateTimeField(null=True, blank=True)
     data_interval_start = models.DateTimeField(null=True, blank=True)
     data_interval_end = models.DateTimeField(null=True, blank=True)
@@ -56,7 +57,7 @@ class RunRecord(models.Model):
             # The sync's "failed runs whose reason was not read yet": few rows, read each sync.
             models.Index(
                 fields=["environment", "-queued_at"],
-                condition=models.Q(state="failed", error=""),
+                condition=models.Q(state=DagRunState.FAILED, error=""),
                 name="run_failed_unexplained",
             ),
         ]

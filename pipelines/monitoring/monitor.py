@@ -26,6 +26,7 @@ from django.utils import timezone
 from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.core import schedule
+from pipelines.core.airflow import DagRunState
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring import health
 from pipelines.monitoring.models import VERDICT_RANK, PipelineHealth, RunRecord, SlaMiss, Verdict
@@ -187,7 +188,7 @@ def health_recompute(
             RunRecord.objects.filter(
                 pipeline_id=OuterRef("pk"),
                 environment=environment,
-                state="success",
+                state=DagRunState.SUCCESS,
                 partition_end__isnull=False,
             )
             .order_by("-partition_end")
@@ -497,7 +498,7 @@ def sla_evaluate(
         for pid, start, end, end_date in RunRecord.objects.filter(
             environment=environment,
             pipeline_id__in=chunk,
-            state="success",
+            state=DagRunState.SUCCESS,
             end_date__gte=now - SLA_LOOKBACK - HISTORY,
         ).values_list("pipeline_id", "partition_start", "partition_end", "end_date"):
             if start and end and end_date:

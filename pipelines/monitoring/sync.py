@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pipelines.core import schedule
-from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable
+from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable, DagRunState
 from pipelines.deployments.models import Environment
 from pipelines.monitoring import health, monitor
 from pipelines.monitoring.models import PipelineHealth, RunRecord, SyncState
@@ -322,7 +322,7 @@ def explain_failures(environment: Environment, client: AirflowClient) -> int:
     sync slow; the rest are read by the next syncs (a partial index finds them).
     """
     unexplained = list(
-        RunRecord.objects.filter(environment=environment, state="failed", error="")
+        RunRecord.objects.filter(environment=environment, state=DagRunState.FAILED, error="")
         .order_by("-queued_at")
         .values_list("id", "dag_id", "dag_run_id")[:FAILURES_PER_SYNC]
     )

@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from pipelines.authoring.models import Pipeline
+from pipelines.core.airflow import TERMINAL_RUN_STATES, DagRunState
 from pipelines.core.outbox import Outbox, RetryPolicy
 from pipelines.deployments.models import Environment
 
@@ -44,7 +45,9 @@ class RunRequest(Outbox):
         help_text="The user accepted that this run may shrink the partition (shrink guard off).",
     )
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
-    run_state = models.CharField(max_length=20, blank=True, help_text="Airflow's DagRun state.")
+    run_state = models.CharField(
+        max_length=20, blank=True, choices=DagRunState.choices, help_text="Airflow's DagRun state."
+    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
@@ -70,7 +73,7 @@ class RunRequest(Outbox):
             models.UniqueConstraint(
                 fields=["pipeline", "environment", "partition"],
                 condition=models.Q(state__in=["pending", "submitted"])
-                & ~models.Q(run_state__in=["failed", "success"]),
+                & ~models.Q(run_state__in=[DagRunState.FAILED, DagRunState.SUCCESS]),
                 name="runrequest_one_active_per_partition",
             )
         ]
@@ -78,7 +81,7 @@ class RunRequest(Outbox):
     def __str__(self) -> str:
         return f"{self.dag_id} {self.partition}"
 
-    TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+    TERMINAL_RUN_STATES = TERMINAL_RUN_STATES
 
     @classmethod
     def retry_policy(cls) -> RetryPolicy:

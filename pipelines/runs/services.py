@@ -31,6 +31,7 @@ from pipelines.core.airflow import (
     AirflowError,
     AirflowNotFound,
     AirflowUnavailable,
+    DagRunState,
 )
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.runs.models import RunRequest
@@ -188,7 +189,7 @@ def run_submit(*, run_request_id: int) -> float | None:
         run_request_id,
         token,
         state=RunRequest.State.SUBMITTED,
-        run_state=body.get("state") or "queued",
+        run_state=body.get("state") or DagRunState.QUEUED,
         last_error="",
         updated_at=timezone.now(),
     )
@@ -232,7 +233,7 @@ def run_refresh(*, run_request_id: int) -> None:
 
 def _failure_reason(client: AirflowClient, run: RunRequest, state: str) -> str:
     """Why the run failed, from Airflow; "" unless it failed (the sync fills a gap later)."""
-    if state != "failed":
+    if state != DagRunState.FAILED:
         return ""
     try:
         return client.failure_reason(run.dag_id, run.dag_run_id)
