@@ -20,6 +20,7 @@ from pipelines.authoring.models import Pipeline
 from pipelines.core import access
 from pipelines.core.tokens import token_user
 from pipelines.dashboards import selectors
+from pipelines.dashboards.forms import AlertFilterForm, HealthFilterForm
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.runs import services as runs
@@ -312,9 +313,11 @@ def run_get(request: HttpRequest, run_id: int) -> Any:
     return run_out(run)
 
 
-def paginated(request: HttpRequest, rows: Any, page: int, out: Any) -> Any:
+def paginated(request: HttpRequest, rows: Any, page: int | str, out: Any) -> Any:
     """One page of `rows` as {count, page, pages, results}, or 422 for a page that is not there."""
     paginator = selectors.Paginator(rows, selectors.PER_PAGE)
+    if page == "last":
+        page = max(paginator.num_pages, 1)
     if page < 1 or page > max(paginator.num_pages, 1):
         return errors_response(request, {"page": [f"There are {paginator.num_pages} pages."]})
     current = paginator.page(page) if paginator.count else []
@@ -369,20 +372,24 @@ def health_list(
     verdict: str = "",
     owner: str = "",
     sort: str = "worst",
-    page: int = 1,
+    page: str = "1",
 ) -> Any:
-    """One object per pipeline × environment, worst first; 50 per page."""
-    if verdict and verdict not in selectors.Verdict.values:
-        allowed = ", ".join(selectors.Verdict.values)
-        return errors_response(request, {"verdict": [f"Use one of: {allowed}."]})
-    if sort not in selectors.HEALTH_SORTS:
-        return errors_response(
-            request, {"sort": [f"Use one of: {', '.join(selectors.HEALTH_SORTS)}."]}
-        )
-    filters = selectors.HealthFilters(
-        team=team, environment=environment, owner=owner, verdict=verdict, sort=sort, page=page
+    """One object per pipeline × environment, worst first; 50 per page (page: a number or last)."""
+    form = HealthFilterForm(
+        {
+            "team": team,
+            "environment": environment,
+            "verdict": verdict,
+            "owner": owner,
+            "sort": sort,
+            "page": page,
+        }
     )
-    return paginated(request, selectors.health_queryset(filters), page, health_out)
+    if not form.is_valid():
+        return errors_response(request, form_errors(form))
+    return paginated(
+        request, selectors.health_queryset(form.filters()), form.values["page"], health_out
+    )
 
 
 def alert_out(a: Any) -> dict[str, Any]:
@@ -412,17 +419,15 @@ def alert_list(
     team: str = "",
     environment: str = "",
     kind: str = "",
-    page: int = 1,
+    page: str = "1",
 ) -> Any:
     """Open alerts and those resolved in the last 7 days (state=recent), or state=open|all."""
-    from pipelines.alerts.models import Alert
-
-    errors = {}
-    if state not in selectors.ALERT_STATES:
-        errors["state"] = [f"Use one of: {', '.join(selectors.ALERT_STATES)}."]
-    if kind and kind not in Alert.Kind.values:
-        errors["kind"] = [f"Use one of: {', '.join(Alert.Kind.values)}."]
-    if errors:
-        return errors_response(request, errors)
-    rows = selectors.alert_queryset(state=state, team=team, environment=environment, kind=kind)
-    return paginated(request, rows, page, alert_out)
+    form = AlertFilterForm(
+        {"state": state, "team": team, "environment": environment, "kind": kind, "page": page}
+    )
+    if not form.is_valid():
+        return errors_response(request, form_errors(form))
+    filters = form.values
+    page_number = filters.pop("page")
+    del filters["after"], filters["before"]  # the API pages by number
+    return paginated(request, selectors.alert_queryset(**filters), page_number, alert_out)

@@ -286,6 +286,8 @@ def _page_number(page: str, num_pages: int) -> int:
 
 @dataclass(frozen=True)
 class HealthFilters:
+    """The /health/ list's filters, as forms.HealthFilterForm cleans them."""
+
     team: str = ""
     environment: str = ""
     owner: str = ""
@@ -295,27 +297,6 @@ class HealthFilters:
     last: bool = False  # page=last
     after: str = ""  # keyset tokens (see keyset_page)
     before: str = ""
-
-    @classmethod
-    def from_query(cls, query: Any) -> HealthFilters:
-        """Read filters from request.GET; unknown values fall back to 'no filter'."""
-        try:
-            page = max(1, int(query.get("page", "1")))
-        except ValueError:
-            page = 1
-        sort = query.get("sort", "worst")
-        verdict = query.get("verdict", "")
-        return cls(
-            team=query.get("team", "")[:50],
-            environment=query.get("environment", "")[:50],
-            owner=query.get("owner", "")[:150],
-            verdict=verdict if verdict in Verdict.values else "",
-            sort=sort if sort in HEALTH_SORTS else "worst",
-            page=page,
-            last=query.get("page") == "last",
-            after=query.get("after", "")[:1000],
-            before=query.get("before", "")[:1000],
-        )
 
 
 def health_queryset(filters: HealthFilters) -> QuerySet[PipelineHealth]:

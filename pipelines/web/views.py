@@ -13,12 +13,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import trigger_client_event
 
+from pipelines.alerts.models import Alert
 from pipelines.authoring.codegen import CodegenError
 from pipelines.authoring.forms import PipelineForm, source_tables
 from pipelines.authoring.models import Pipeline
 from pipelines.catalog.models import SourceTable
 from pipelines.core import access, schedule
 from pipelines.dashboards import selectors
+from pipelines.dashboards.forms import AlertFilterForm, HealthFilterForm, SlaFilterForm
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Environment
 from pipelines.runs import services as runs
@@ -278,7 +280,8 @@ def pipeline_health(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @vary_on_headers("HX-Request")
 def health_overview(request: HttpRequest) -> HttpResponse:
-    context = selectors.health_overview(selectors.HealthFilters.from_query(request.GET))
+    form = HealthFilterForm(request.GET)
+    context = selectors.health_overview(form.filters()) | {"form": form}
     fragment = request.htmx and request.htmx.target == "health-table"
     template = "pipelines/_health_table.html" if fragment else "pipelines/health.html"
     return render(request, template, context)
@@ -287,13 +290,8 @@ def health_overview(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def sla_dashboard(request: HttpRequest) -> HttpResponse:
-    context = selectors.sla_dashboard(
-        team=request.GET.get("team", "")[:50],
-        environment=request.GET.get("environment", "")[:50],
-        page=request.GET.get("page", "1")[:20],
-        after=request.GET.get("after", "")[:1000],
-        before=request.GET.get("before", "")[:1000],
-    )
+    form = SlaFilterForm(request.GET)
+    context = selectors.sla_dashboard(**form.values) | {"form": form}
     return render(request, "pipelines/sla.html", context)
 
 
@@ -306,18 +304,6 @@ def ownership(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def alert_list(request: HttpRequest) -> HttpResponse:
-    from pipelines.alerts.models import Alert
-
-    state = request.GET.get("state", "recent")
-    kind = request.GET.get("kind", "")
-    context = selectors.alert_page(
-        state=state if state in selectors.ALERT_STATES else "recent",
-        team=request.GET.get("team", "")[:50],
-        environment=request.GET.get("environment", "")[:50],
-        kind=kind if kind in Alert.Kind.values else "",
-        page=request.GET.get("page", "1")[:20],
-        after=request.GET.get("after", "")[:1000],
-        before=request.GET.get("before", "")[:1000],
-    )
-    context["kinds"] = Alert.Kind.choices
+    form = AlertFilterForm(request.GET)
+    context = selectors.alert_page(**form.values) | {"form": form, "kinds": Alert.Kind.choices}
     return render(request, "pipelines/alerts.html", context)
