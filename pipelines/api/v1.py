@@ -5,6 +5,7 @@ The API validates with the same PipelineForm as the web form, so both give the s
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -164,6 +165,112 @@ class RunIn(Schema):
     )
 
 
+# --- What the API answers (typed, so the OpenAPI document describes it) ------------------------
+
+
+class ErrorsOut(Schema):
+    errors: dict[str, list[str]] = Field(description="Messages per field; __all__ for the rest.")
+
+
+class DeploymentOut(Schema):
+    id: int
+    pipeline: str
+    version: int
+    environment: str
+    dag_id: str
+    state: str = Field(description="pending, deploying, deployed, failed or superseded.")
+    error: str = Field(description="Why the deployment failed (Airflow's import error, …).")
+    last_attempt_error: str = Field(description="Why the last attempt did not finish yet.")
+    attempts: int
+    requested_at: datetime
+    registered_at: datetime | None
+    deploy_seconds: float | None = Field(description="From the request to Airflow registering it.")
+
+
+class PipelineOut(Schema):
+    slug: str
+    version: int = Field(description="The newest version.")
+    versions: list[int]
+    team: str
+    owner: str
+    target_table: str
+    spec: dict[str, Any] = Field(description="The newest version's spec, as stored.")
+    deployments: list[DeploymentOut]
+
+
+class RunOut(Schema):
+    id: int
+    pipeline: str
+    environment: str
+    partition: str = Field(description="2026-11-10, or 2026-11-10T13:00 for an hour grain.")
+    dag_id: str
+    dag_run_id: str
+    state: str = Field(description="The request: pending, submitted, failed or untracked.")
+    run_state: str = Field(description="Airflow's DagRun state: queued, running, success, failed.")
+    accept_smaller: bool
+    error: str = Field(description="Why it failed: the failed task and its message, from Airflow.")
+    requested_at: datetime
+
+
+class HealthOut(Schema):
+    pipeline: str
+    environment: str
+    team: str
+    owner: str
+    verdict: str
+    reason: str
+    last_run_state: str | None
+    last_run_at: datetime | None
+    last_success_at: datetime | None
+    success_rate_7d: float | None
+    success_rate_30d: float | None
+    p50_duration_s: float | None
+    p95_duration_s: float | None
+    failing_streak: int
+    freshness_lag_partitions: int | None
+    freshness_lag_hours: float | None
+    latest_loaded_partition: str | None
+    expected_partition: str | None
+    next_expected_run: datetime | None
+    sla_state: str
+    sla_misses_7d: int
+    is_paused: bool
+    orchestrator_unreachable_since: datetime | None
+    computed_at: datetime | None
+
+
+class AlertOut(Schema):
+    id: int
+    pipeline: str
+    environment: str
+    team: str
+    kind: str
+    severity: str
+    state: str
+    summary: str
+    detail: str
+    runbook_url: str | None
+    portal_url: str
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None
+    notify_count: int
+
+
+class HealthPage(Schema):
+    count: int
+    page: int
+    pages: int
+    results: list[HealthOut]
+
+
+class AlertPage(Schema):
+    count: int
+    page: int
+    pages: int
+    results: list[AlertOut]
+
+
 def deployment_out(d: Deployment) -> dict[str, Any]:
     return {
         "id": d.id,
@@ -224,7 +331,7 @@ def editable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
     return pipeline
 
 
-@api.post("/pipelines", response={201: dict, 422: dict})
+@api.post("/pipelines", response={201: PipelineOut, 422: ErrorsOut})
 def pipeline_create(request: HttpRequest, payload: PipelineIn) -> Any:
     form = PipelineForm(payload.dict(), user=request.user)
     if not form.is_valid():
@@ -236,7 +343,7 @@ def pipeline_create(request: HttpRequest, payload: PipelineIn) -> Any:
     return Status(201, pipeline_out(pipeline))
 
 
-@api.get("/pipelines/{slug}", response=dict)
+@api.get("/pipelines/{slug}", response=PipelineOut)
 def pipeline_get(request: HttpRequest, slug: str) -> Any:
     return pipeline_out(
         get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
@@ -254,7 +361,7 @@ def pipeline_dag(request: HttpRequest, slug: str, number: int, environment: str 
     return HttpResponse(rendered.source, content_type="text/x-python; charset=utf-8")
 
 
-@api.post("/pipelines/{slug}/deployments", response={202: dict, 422: dict})
+@api.post("/pipelines/{slug}/deployments", response={202: DeploymentOut, 422: ErrorsOut})
 def deployment_create(request: HttpRequest, slug: str, payload: DeploymentIn) -> Any:
     pipeline = editable_pipeline(request, slug)
     env = Environment.objects.filter(slug=payload.environment).first()
@@ -270,7 +377,7 @@ def deployment_create(request: HttpRequest, slug: str, payload: DeploymentIn) ->
     return Status(202, deployment_out(deployment))
 
 
-@api.get("/deployments/{deployment_id}", response=dict)
+@api.get("/deployments/{deployment_id}", response=DeploymentOut)
 def deployment_get(request: HttpRequest, deployment_id: int) -> Any:
     return deployment_out(
         get_object_or_404(
@@ -281,7 +388,7 @@ def deployment_get(request: HttpRequest, deployment_id: int) -> Any:
 
 @api.post(
     "/pipelines/{slug}/runs",
-    response={200: dict, 202: dict, 422: dict},
+    response={200: RunOut, 202: RunOut, 422: ErrorsOut},
     description="Run the deployed pipeline for one partition. 202: a new run request was "
     "accepted. 200: a request for the same pipeline, environment and partition is still "
     "pending or running; that request is returned (same id) and nothing new is triggered. "
@@ -306,7 +413,7 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     return Status(202 if created else 200, run_out(run))
 
 
-@api.get("/runs/{run_id}", response=dict)
+@api.get("/runs/{run_id}", response=RunOut)
 def run_get(request: HttpRequest, run_id: int) -> Any:
     run = get_object_or_404(RunRequest.objects.select_related("pipeline", "environment"), id=run_id)
     runs.refresh_if_stale(run)
@@ -364,7 +471,7 @@ def health_out(h: Any) -> dict[str, Any]:
     }
 
 
-@api.get("/health", response=dict)
+@api.get("/health", response={200: HealthPage, 422: ErrorsOut})
 def health_list(
     request: HttpRequest,
     team: str = "",
@@ -412,7 +519,7 @@ def alert_out(a: Any) -> dict[str, Any]:
     }
 
 
-@api.get("/alerts", response=dict)
+@api.get("/alerts", response={200: AlertPage, 422: ErrorsOut})
 def alert_list(
     request: HttpRequest,
     state: str = "recent",
