@@ -1,6 +1,17 @@
 from __future__ import annotations
 
+from importlib import import_module
+
 from django.apps import AppConfig
+
+# The areas that own Celery tasks, each in `<area>/tasks.py`. portal/celery.py autodiscovers the
+# same list in workers and beat; a new area with tasks is added here, once.
+TASK_PACKAGES = (
+    "pipelines.core",
+    "pipelines.deployments",
+    "pipelines.runs",
+    "pipelines.alerts",
+)
 
 
 class PipelinesConfig(AppConfig):
@@ -10,5 +21,7 @@ class PipelinesConfig(AppConfig):
     def ready(self) -> None:
         # Register the Celery tasks in every process, not only in workers (Celery's autodiscovery
         # runs when a worker starts): services enqueue by task name (core.outbox), and the web
-        # process must know those names to send them.
-        from pipelines import tasks  # noqa: F401
+        # process must know those names to send them. Imported here because a tasks module
+        # imports models, which Django allows only once the app registry is ready.
+        for package in TASK_PACKAGES:
+            import_module(f"{package}.tasks")

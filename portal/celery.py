@@ -6,11 +6,15 @@ import os
 
 from celery import Celery
 
+from pipelines.apps import TASK_PACKAGES
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+# Each area owns its tasks (`pipelines/<area>/tasks.py`); the default discovery would look only
+# for `<installed app>.tasks`, which no longer exists.
+app.autodiscover_tasks(list(TASK_PACKAGES))
 
 
 @app.on_after_configure.connect

@@ -17,8 +17,8 @@ import time_machine
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from pipelines import tasks
 from pipelines.alerts import services as alerts
+from pipelines.alerts import tasks
 from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
 from pipelines.core.airflow import AirflowUnavailable

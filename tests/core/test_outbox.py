@@ -13,11 +13,12 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from pipelines import tasks
 from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
 from pipelines.core import outbox
+from pipelines.core import tasks as core_tasks
 from pipelines.core.outbox import Outbox, RetryPolicy
+from pipelines.deployments import tasks as deploy_tasks
 from pipelines.models import Alert, AlertDelivery, Deployment, RunRequest
 from tests.conftest import pipeline_payload
 
@@ -277,7 +278,7 @@ def test_sweep_covers_every_outbox_model_and_only_overdue_unleased_rows(rows, sw
 def test_the_beat_task_runs_the_sweep(row, monkeypatch):
     swept = []
     monkeypatch.setattr(outbox, "sweep", lambda **kw: swept.append(kw) or {})
-    tasks.outbox_sweep()
+    core_tasks.outbox_sweep()
     assert swept == [{}]
 
 
@@ -288,7 +289,7 @@ def test_enqueue_sends_on_commit_and_survives_a_broker_outage(
 
     sent = []
     monkeypatch.setattr(
-        tasks.deployment_run,
+        deploy_tasks.deployment_run,
         "apply_async",
         lambda args, countdown=None: sent.append((args, countdown)),
     )
@@ -302,7 +303,7 @@ def test_enqueue_sends_on_commit_and_survives_a_broker_outage(
     def refuse(*args, **kwargs):
         raise OperationalError("Connection refused")
 
-    monkeypatch.setattr(tasks.deployment_run, "apply_async", refuse)
+    monkeypatch.setattr(deploy_tasks.deployment_run, "apply_async", refuse)
     with django_capture_on_commit_callbacks(execute=True):
         Deployment.enqueue(row.id)  # nothing raised
     assert "the outbox sweep will" in caplog.text

@@ -22,13 +22,13 @@ from django.db import connection
 from django.test import RequestFactory
 from django.utils import timezone
 
-from pipelines import tasks
 from pipelines.alerts import services as alerts
 from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
 from pipelines.core.airflow import AirflowClient
 from pipelines.core.secrets import SecretNameError
 from pipelines.deployments import services as deploy
+from pipelines.deployments import tasks
 from pipelines.models import Deployment, Environment, PipelineVersion, Team
 from tests.conftest import make_environment, pipeline_payload
 from tests.fakes import FakeAirflow

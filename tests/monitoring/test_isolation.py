@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 import time_machine
 
-from pipelines import tasks
 from pipelines.alerts import services as alerts
+from pipelines.alerts import tasks
 from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
 from pipelines.deployments import services as deploy

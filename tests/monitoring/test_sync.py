@@ -179,7 +179,7 @@ def test_sla_met_when_loaded_in_time(deployed, environments, airflow):
 
 def test_the_clock_alone_makes_a_pipeline_stale(deployed, environments, airflow):
     """No run for a day: the periodic tick recomputes the row and the partition is missing."""
-    from pipelines import tasks
+    from pipelines.alerts import tasks
 
     scheduled(airflow, 10)
     do_sync(environments, airflow, utc(2026, 11, 10, 3))

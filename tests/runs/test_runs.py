@@ -13,13 +13,13 @@ from django.urls import reverse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines import tasks
 from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
 from pipelines.core import schedule
 from pipelines.deployments import services as deploy
 from pipelines.models import Deployment, RunRequest
 from pipelines.runs import services as runs
+from pipelines.runs import tasks
 from tests.conftest import pipeline_payload
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)  # 2026-11-24 01:00 in Auckland

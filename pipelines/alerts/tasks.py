@@ -1,4 +1,9 @@
-"""Celery tasks: thin and idempotent; each calls one service with an id."""
+"""Celery tasks of the alerts area (registered names keep `pipelines.tasks.`: the beat schedule,
+`Outbox.OUTBOX_TASK` and messages already queued name them so).
+
+The health sync and the SLA check live here, not in monitoring: each ends by evaluating the
+alerts of its environment, and only this area may import both monitoring and alerts.
+"""
 
 from __future__ import annotations
 
@@ -8,58 +13,33 @@ from celery import shared_task
 from django.utils import timezone
 
 from pipelines.alerts import services as alerts
-from pipelines.core import outbox
+from pipelines.alerts.models import AlertDelivery
 from pipelines.core.airflow import AirflowUnavailable
-from pipelines.deployments import services as deploy
-from pipelines.models import AlertDelivery, Deployment, Environment, RunRequest
+from pipelines.deployments.models import Environment
 from pipelines.monitoring import monitor, sync
-from pipelines.runs import services as runs
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True)
-def deployment_run(deployment_id: int) -> None:
-    """Take one deploy step; the next (a registration check, a retry) is enqueued, not awaited."""
-    again = deploy.deployment_run(deployment_id=deployment_id)
-    if again is not None:
-        Deployment.enqueue(deployment_id, countdown=again)
+@shared_task(name="pipelines.tasks.alert_deliver", acks_late=True)
+def alert_deliver(delivery_id: int) -> None:
+    """Send one alert message; a retry after backoff is enqueued, not awaited."""
+    try:
+        alerts.delivery_send(delivery_id=delivery_id)
+    except alerts.DeliveryRetry as exc:
+        AlertDelivery.enqueue(delivery_id, countdown=exc.seconds)
 
 
-@shared_task(acks_late=True)
-def run_submit(run_request_id: int) -> None:
-    """Trigger one run-now request; a retry after backoff is enqueued, not awaited."""
-    again = runs.run_submit(run_request_id=run_request_id)
-    if again is not None:
-        RunRequest.enqueue(run_request_id, countdown=again)
-
-
-@shared_task(acks_late=True, autoretry_for=(AirflowUnavailable,), max_retries=3)
-def run_refresh(run_request_id: int) -> None:
-    runs.run_refresh(run_request_id=run_request_id)
-
-
-@shared_task
-def runs_refresh_active() -> None:
-    """Beat: follow every run still running in Airflow (pages refresh the runs on screen)."""
-    runs.runs_refresh_active()
-
-
-@shared_task
-def outbox_sweep() -> None:
-    """Beat: enqueue again every outbox row left due while the broker or a worker was down."""
-    outbox.sweep()
-
-
-@shared_task
+@shared_task(name="pipelines.tasks.health_sync_all")
 def health_sync_all() -> None:
     """Beat: start one sync per environment (each is incremental and locked by a lease)."""
     for environment_id in Environment.objects.values_list("id", flat=True):
         environment_sync.delay(environment_id)
 
 
-@shared_task(acks_late=True)
+@shared_task(name="pipelines.tasks.environment_sync", acks_late=True)
 def environment_sync(environment_id: int) -> None:
+    """Sync one environment's runs from Airflow, then evaluate its alerts."""
     try:
         sync.environment_sync(environment_id=environment_id)
     except AirflowUnavailable:
@@ -70,7 +50,7 @@ def environment_sync(environment_id: int) -> None:
         alerts.alerts_evaluate(environment=Environment.objects.get(id=environment_id))
 
 
-@shared_task(acks_late=True)
+@shared_task(name="pipelines.tasks.sla_evaluate_all", acks_late=True)
 def sla_evaluate_all() -> None:
     """Beat: check every SLA deadline that passed, whether or not a run finished, and refresh
     the health rows the clock alone has changed (a fire passed, a grace ran out: stale)."""
@@ -88,12 +68,3 @@ def sla_evaluate_all() -> None:
             alerts.alerts_evaluate(environment=environment)
         except Exception:
             logger.exception("alert evaluation of environment %s failed", environment.slug)
-
-
-@shared_task(acks_late=True)
-def alert_deliver(delivery_id: int) -> None:
-    """Send one alert message; a retry after backoff is enqueued, not awaited."""
-    try:
-        alerts.delivery_send(delivery_id=delivery_id)
-    except alerts.DeliveryRetry as exc:
-        AlertDelivery.enqueue(delivery_id, countdown=exc.seconds)
