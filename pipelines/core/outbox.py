@@ -202,8 +202,9 @@ def _send(task_name: str, pk: int, countdown: float | None) -> None:
 def send(task_name: str, *args: Any, countdown: float | None = None) -> None:
     """Send a task by its name now; a broker outage is logged, never raised.
 
-    By name, so that a service never imports the tasks module (which imports every area). The
-    caller's row is already saved: the outbox sweep sends it later.
+    By name, so that a service never imports a tasks module (an import-linter contract says so):
+    a tasks module imports its area's services. The caller's row is already saved: the outbox
+    sweep sends it later.
     """
     try:
         task = current_app.tasks[task_name]
