@@ -49,6 +49,7 @@ from pipelines.alerts.models import Alert, AlertDelivery
 from pipelines.authoring.models import Pipeline
 from pipelines.core import schedule
 from pipelines.core.models import Team
+from pipelines.core.secrets import webhook_env_problem
 from pipelines.deployments.models import Environment
 from pipelines.monitoring import health, monitor
 from pipelines.monitoring.models import PipelineHealth, SlaMiss
@@ -414,10 +415,7 @@ def message_for(delivery: AlertDelivery) -> tuple[str, str]:
 def _post_webhook(env_name: str, text: str) -> None:
     """POST a Slack-compatible message to the URL held by environment variable `env_name`."""
     # Reference: https://api.slack.com/messaging/webhooks ("text" is the fallback and the message)
-    from pipelines.core.secrets import (
-        webhook_env_problem,  # the name again: a row saved before the rule
-    )
-
+    # The name is checked again here: a row saved before the rule may hold any name.
     if problem := webhook_env_problem(env_name):
         raise DeliveryRejected(problem)
     url = os.environ.get(env_name, "")

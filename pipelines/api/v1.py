@@ -27,6 +27,7 @@ from pipelines.deployments.models import Deployment, Environment
 from pipelines.runs import services as runs
 from pipelines.runs.forms import RunNowForm
 from pipelines.runs.models import RunRequest
+from pipelines.templatetags.portal import partition
 
 
 class BearerToken(HttpBearer):
@@ -437,8 +438,6 @@ def paginated(request: HttpRequest, rows: Any, page: int | str, out: Any) -> Any
 
 
 def _partition(value: Any) -> str | None:
-    from pipelines.templatetags.portal import partition
-
     return None if value is None else partition(value)
 
 

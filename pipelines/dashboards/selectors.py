@@ -16,12 +16,15 @@ from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from pipelines.alerts.models import Alert
 from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.catalog.models import SourceTable
+from pipelines.core import schedule
 from pipelines.core.airflow import DagRunState
-from pipelines.core.models import Team
+from pipelines.core.models import Membership, Team
 from pipelines.deployments.models import Deployment, Environment
-from pipelines.monitoring.models import PipelineHealth, Verdict
+from pipelines.monitoring import health
+from pipelines.monitoring.models import PipelineHealth, RunRecord, SlaMiss, Verdict
 from pipelines.runs.models import RunRequest
 
 
@@ -364,9 +367,6 @@ def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment |
 
     Four queries: health rows, recent runs, runs over the calendar window, SLA misses.
     """
-    from pipelines.core import schedule
-    from pipelines.monitoring import health
-    from pipelines.monitoring.models import RunRecord, SlaMiss
 
     rows = list(
         PipelineHealth.objects.filter(pipeline=pipeline)
@@ -474,8 +474,6 @@ def sla_dashboard(
     from django.db.models import Exists, OuterRef, Sum
     from django.db.models.functions import TruncWeek
 
-    from pipelines.monitoring.models import RunRecord, SlaMiss
-
     now = timezone.now()
     misses = SlaMiss.objects.all()
     rows = PipelineHealth.objects.exclude(sla_state=PipelineHealth.SlaState.NONE)
@@ -555,8 +553,6 @@ def ownership() -> dict[str, Any]:
     """
     from django.db.models import Exists, OuterRef
 
-    from pipelines.core.models import Membership
-
     member = Membership.objects.filter(team=OuterRef("team"), user=OuterRef("owner"))
     pipelines = Pipeline.objects.annotate(owner_in_team=Exists(member))
     no_route = (
@@ -617,7 +613,6 @@ def alert_queryset(
     *, state: str = "open", team: str = "", environment: str = "", kind: str = ""
 ) -> QuerySet:
     """Open alerts, or open and resolved in the last 7 days ("recent"), or all; newest first."""
-    from pipelines.alerts.models import Alert
 
     rows = Alert.objects.select_related("pipeline", "environment", "team")
     if state == "open":

@@ -14,6 +14,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import trigger_client_event
 
 from pipelines.alerts.models import Alert
+from pipelines.authoring import codegen
 from pipelines.authoring.codegen import CodegenError
 from pipelines.authoring.forms import PipelineForm, source_tables
 from pipelines.authoring.models import Pipeline
@@ -136,8 +137,6 @@ def pipeline_preview(request: HttpRequest) -> HttpResponse:
     context: dict = {"form": form}
     env = Environment.objects.order_by("order").first()
     if form.is_valid() and env is not None:
-        from pipelines.authoring import codegen
-
         try:
             context["rendered"] = codegen.render_dag(
                 form.spec, env, version=1, portal_url=deploy.portal_url_for(form.spec.name)
