@@ -34,6 +34,8 @@ DEFAULT_GRACE = timedelta(minutes=60)
 # succeeded: it flaps.
 FLAPPING_SUCCESS_RATE = 0.9
 TERMINAL = TERMINAL_RUN_STATES
+# Plain names for the loops over every run of a recompute (an enum attribute costs ~50 ns more).
+SUCCESS, FAILED = DagRunState.SUCCESS, DagRunState.FAILED
 
 
 def as_stored(partition: datetime) -> datetime:
@@ -243,25 +245,23 @@ def run_stats(runs: list[tuple[str, datetime, float | None]], now: datetime) -> 
 
     def rate(since: datetime) -> tuple[int, float | None]:
         done = [state for state, at, _ in runs if at and at >= since and state in TERMINAL]
-        return len(done), (done.count(DagRunState.SUCCESS) / len(done) if done else None)
+        return len(done), (done.count(SUCCESS) / len(done) if done else None)
 
     runs_7d, rate_7d = rate(week)
     _, rate_30d = rate(month)
     durations = sorted(
-        float(d)
-        for state, at, d in runs
-        if state == DagRunState.SUCCESS and at and at >= month and _seconds(d)
+        float(d) for state, at, d in runs if state == SUCCESS and at and at >= month and _seconds(d)
     )
     streak = 0
     for state, _, _ in runs:
-        if state == DagRunState.FAILED:
+        if state == FAILED:
             streak += 1
         elif state in TERMINAL:
             break
     return RunStats(
         last_run_state=runs[0][0] if runs else "",
         last_run_at=runs[0][1] if runs else None,
-        last_success_at=next((at for state, at, _ in runs if state == DagRunState.SUCCESS), None),
+        last_success_at=next((at for state, at, _ in runs if state == SUCCESS), None),
         runs_7d=runs_7d,
         success_rate_7d=rate_7d,
         success_rate_30d=rate_30d,
