@@ -48,6 +48,9 @@ class PipelineVersion(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    change_note = models.CharField(
+        max_length=200, blank=True, help_text="Why this version was made (required from v2 on)."
+    )
 
     class Meta:
         ordering = ["pipeline", "-number"]
