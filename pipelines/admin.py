@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.forms import ModelForm
 from django.http import HttpRequest
 
 from pipelines import models
+from pipelines.core.audit import audit_record
+from pipelines.core.models import AuditEvent
 
 
 class MembershipInline(admin.TabularInline):
@@ -44,6 +47,23 @@ class EnvironmentAdmin(admin.ModelAdmin):
         "warehouse_conn_id",
         "requires_approval",
     ]
+
+    def save_model(
+        self, request: HttpRequest, obj: models.Environment, form: ModelForm, change: bool
+    ) -> None:
+        # changeform_view runs in one transaction: the change and its audit event commit together.
+        super().save_model(request, obj, form, change)
+        fields = form.changed_data
+        if not fields:
+            return
+        audit_record(
+            actor=request.user,
+            action="environment_changed",
+            environment=obj,
+            before={f: form.initial.get(f) for f in fields} if change else None,
+            after={f: form.cleaned_data.get(f) for f in fields},
+            summary=f"{'Changed' if change else 'Added'} {obj.name}: {', '.join(fields)}",
+        )
 
 
 @admin.register(models.Pipeline)
@@ -132,3 +152,22 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     list_display = ["alert", "event", "channel", "target", "state", "attempts", "created_at"]
     list_filter = ["state", "channel", "event"]
     readonly_fields = OUTBOX_FIELDS
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only, like the table itself: no add, change or delete here either."""
+
+    list_display = ["at", "actor", "action", "pipeline", "environment", "summary"]
+    list_filter = ["action", "environment"]
+    search_fields = ["pipeline__slug", "actor__username", "summary"]
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -20,8 +20,9 @@ from pipelines.authoring.forms import BOUNDS, DEFAULTS, MAX_TAGS, PipelineForm
 from pipelines.authoring.models import Pipeline
 from pipelines.core import access
 from pipelines.core.tokens import token_user
+from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
-from pipelines.dashboards.forms import AlertFilterForm, HealthFilterForm
+from pipelines.dashboards.forms import AlertFilterForm, AuditFilterForm, HealthFilterForm
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.runs import services as runs
@@ -537,3 +538,66 @@ def alert_list(
     page_number = filters.pop("page")
     del filters["after"], filters["before"]  # the API pages by number
     return paginated(request, selectors.alert_queryset(**filters), page_number, alert_out)
+
+
+# --- Audit log -----------------------------------------------------------------------------------
+
+
+class AuditOut(Schema):
+    id: int
+    at: datetime
+    actor: str | None = Field(description="Username; null for the system.")
+    action: str
+    pipeline: str | None
+    environment: str | None
+    summary: str
+    before: Any = Field(None, description="The changed values before the action, or null.")
+    after: Any = Field(None, description="The values after the action, or null.")
+
+
+class AuditPage(Schema):
+    count: int
+    page: int
+    pages: int
+    results: list[AuditOut]
+
+
+def audit_out(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": e.at,
+        "actor": e.actor.get_username() if e.actor else None,
+        "action": e.action,
+        "pipeline": e.pipeline.slug if e.pipeline else None,
+        "environment": e.environment.slug if e.environment else None,
+        "summary": e.summary,
+        "before": e.before,
+        "after": e.after,
+    }
+
+
+@api.get("/audit", response={200: AuditPage, 422: ErrorsOut})
+def audit_list(
+    request: HttpRequest,
+    pipeline: str = "",
+    actor: str = "",
+    action: str = "",
+    environment: str = "",
+    page: str = "1",
+) -> Any:
+    """The audit log, newest first; 50 per page (page: a number or last)."""
+    form = AuditFilterForm(
+        {
+            "pipeline": pipeline,
+            "actor": actor,
+            "action": action,
+            "environment": environment,
+            "page": page,
+        }
+    )
+    if not form.is_valid():
+        return errors_response(request, form_errors(form))
+    filters = form.values
+    page_number = filters.pop("page")
+    del filters["after"], filters["before"]  # the API pages by number
+    return paginated(request, audit_selectors.audit_queryset(**filters), page_number, audit_out)

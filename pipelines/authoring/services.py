@@ -7,6 +7,7 @@ from django.db import transaction
 from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.catalog.models import SourceTable
+from pipelines.core.audit import audit_record
 from pipelines.core.models import Team
 
 
@@ -37,4 +38,5 @@ def pipeline_create(*, spec: PipelineSpec, by: object) -> Pipeline:
         spec_sha256=spec.sha256(),
         created_by=by,
     )
+    audit_record(actor=by, action="pipeline_created", pipeline=pipeline, after=spec.to_json())
     return pipeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from pipelines.core import secrets
@@ -71,3 +72,74 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.prefix}…"
+
+
+class AppendOnlyError(RuntimeError):
+    """An audit event was about to be changed or deleted."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    # Bulk writes skip save()/delete(): refuse them here too (PostgreSQL's trigger is the floor).
+    def update(self, **kwargs: object) -> int:
+        raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit events are append-only: they cannot be deleted.")
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, to which pipeline and environment. Append-only (core/audit.py writes)."""
+
+    class Action(models.TextChoices):
+        PIPELINE_CREATED = "pipeline_created", "Pipeline created"
+        PIPELINE_EDITED = "pipeline_edited", "Pipeline edited"
+        DEPLOYMENT_REQUESTED = "deployment_requested", "Deployment requested"
+        RUN_REQUESTED = "run_requested", "Run requested"
+        API_TOKEN_CREATED = "api_token_created", "API token created"
+        ENVIRONMENT_CHANGED = "environment_changed", "Environment changed"
+
+    # PROTECT everywhere: an event outlives nothing it names (a delete would rewrite history).
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+        help_text="Empty for the system.",
+    )
+    action = models.CharField(max_length=40, choices=Action.choices)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # By string: core sits below authoring and deployments and may not import them.
+    pipeline = models.ForeignKey(
+        "pipelines.Pipeline",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    environment = models.ForeignKey(
+        "pipelines.Environment",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    before = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    after = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    summary = models.TextField(blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["-at", "-id"], name="auditevent_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor or 'system'} {self.action}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit events are append-only: they cannot be deleted.")

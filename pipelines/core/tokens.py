@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.db import transaction
 from django.utils import timezone
 
+from pipelines.core.audit import audit_record
 from pipelines.core.models import ApiToken
 
 PREFIX = "pp_"
@@ -16,10 +18,14 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+@transaction.atomic
 def token_create(*, user: object, name: str = "default") -> str:
     """Create a token for `user` and return the key; only its digest is kept."""
     key = PREFIX + secrets.token_urlsafe(32)
-    ApiToken.objects.create(user=user, name=name, prefix=key[:10], key_sha256=_digest(key))
+    token = ApiToken.objects.create(user=user, name=name, prefix=key[:10], key_sha256=_digest(key))
+    audit_record(
+        actor=user, action="api_token_created", after={"name": name, "prefix": token.prefix}
+    )
     return key
 
 

@@ -15,6 +15,7 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 
 from pipelines.alerts.models import Alert
+from pipelines.core.models import AuditEvent
 from pipelines.dashboards.selectors import ALERT_STATES, HEALTH_SORTS, HealthFilters
 from pipelines.monitoring.models import Verdict
 
@@ -117,5 +118,22 @@ class AlertFilterForm(ListFilterForm):
         "team": "",
         "environment": "",
         "kind": "",
+        **ListFilterForm.defaults,
+    }
+
+
+class AuditFilterForm(ListFilterForm):
+    """Filters of /audit/ and GET /api/v1/audit."""
+
+    pipeline = _slug()
+    actor = forms.CharField(required=False, max_length=150, validators=[UnicodeUsernameValidator()])
+    action = _choice(list(AuditEvent.Action.values), empty=True)
+    environment = _slug()
+
+    defaults: ClassVar[dict[str, Any]] = {
+        "pipeline": "",
+        "actor": "",
+        "action": "",
+        "environment": "",
         **ListFilterForm.defaults,
     }

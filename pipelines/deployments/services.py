@@ -37,6 +37,7 @@ from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.authoring.services import pipeline_create
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable
+from pipelines.core.audit import audit_record
 from pipelines.core.dagfiles import DagPathError, dag_file_path
 from pipelines.deployments.models import Deployment, Environment
 
@@ -98,6 +99,14 @@ def deployment_request(
             code_sha256=rendered.sha256,
             requested_by=by,
         )
+    audit_record(
+        actor=by,
+        action="deployment_requested",
+        pipeline=version.pipeline,
+        environment=environment,
+        after={"version": version.number, "dag_id": deployment.dag_id},
+        summary=f"Deploy version {version.number} to {environment.name}",
+    )
     Deployment.enqueue(deployment.id)
     return deployment
 

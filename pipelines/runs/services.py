@@ -33,6 +33,7 @@ from pipelines.core.airflow import (
     AirflowUnavailable,
     DagRunState,
 )
+from pipelines.core.audit import audit_record
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.runs.models import RunRequest
 
@@ -133,6 +134,14 @@ def run_request(
         if active is None:
             raise
         return active, False
+    audit_record(
+        actor=by,
+        action="run_requested",
+        pipeline=pipeline,
+        environment=environment,
+        after={"partition": key, "dag_run_id": run.dag_run_id},
+        summary=f"Run {key} now in {environment.name}",
+    )
     RunRequest.enqueue(run.id)
     return run, True
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("health/sla/", views.sla_dashboard, name="sla"),
     path("health/ownership/", views.ownership, name="ownership"),
     path("health/alerts/", views.alert_list, name="alerts"),
+    path("audit/", views.audit_log, name="audit"),
     path("pipelines/new/", views.pipeline_create, name="create"),
     path("pipelines/new/schedule", views.schedule_explain, name="schedule-explain"),
     path("pipelines/new/columns", views.source_columns, name="source-columns"),

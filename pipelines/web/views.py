@@ -20,8 +20,14 @@ from pipelines.authoring.forms import PipelineForm, source_tables
 from pipelines.authoring.models import Pipeline
 from pipelines.catalog.models import SourceTable
 from pipelines.core import access, schedule
+from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
-from pipelines.dashboards.forms import AlertFilterForm, HealthFilterForm, SlaFilterForm
+from pipelines.dashboards.forms import (
+    AlertFilterForm,
+    AuditFilterForm,
+    HealthFilterForm,
+    SlaFilterForm,
+)
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Environment
 from pipelines.runs import services as runs
@@ -306,3 +312,11 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     form = AlertFilterForm(request.GET)
     context = selectors.alert_page(**form.values) | {"form": form, "kinds": Alert.Kind.choices}
     return render(request, "pipelines/alerts.html", context)
+
+
+@require_GET
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET)
+    context = audit_selectors.audit_page(**form.values) | {"form": form}
+    return render(request, "pipelines/audit.html", context)
