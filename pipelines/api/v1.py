@@ -23,6 +23,7 @@ from pipelines.core.tokens import token_user
 from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
 from pipelines.dashboards.forms import AlertFilterForm, AuditFilterForm, HealthFilterForm
+from pipelines.deployments import selectors as deploy_selectors
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.runs import services as runs
@@ -152,6 +153,16 @@ class PipelineIn(Schema):
     adopt_existing_table: bool = Field(False, description=form_help("adopt_existing_table"))
 
 
+class PipelineEditIn(PipelineIn):
+    """An edit: the same fields (name, team and target table are the pipeline's and may be
+    left out) and a change note; a new immutable version unless nothing changed."""
+
+    name: str = Field("", description="Ignored: a pipeline's name does not change.")
+    team: str = Field("", description="Ignored: a pipeline's team does not change here.")
+    target_table: str = Field("", description="Ignored: a new table is a new pipeline.")
+    change_note: str = Field(description="Why this change (the version list, the audit log).")
+
+
 class DeploymentIn(Schema):
     environment: str = Field(description="Slug of the environment, e.g. dev.")
     version: int = Field(description="Number of the pipeline version to deploy.")
@@ -273,6 +284,31 @@ class AlertPage(Schema):
     results: list[AlertOut]
 
 
+class EditOut(Schema):
+    version: int = Field(description="The newest version after the edit.")
+    created: bool = Field(description="False when nothing changed (no new version).")
+
+
+class VersionOut(Schema):
+    number: int
+    created_by: str
+    created_at: datetime
+    change_note: str
+    spec_sha256: str
+
+
+class SpecChangeOut(Schema):
+    field: str
+    before: str
+    after: str
+
+
+class DiffOut(Schema):
+    environment: str = Field(description="The code is rendered for this environment.")
+    spec: list[SpecChangeOut]
+    code: str = Field(description="The generated DAG as a unified diff.")
+
+
 def deployment_out(d: Deployment) -> dict[str, Any]:
     return {
         "id": d.id,
@@ -343,6 +379,54 @@ def pipeline_create(request: HttpRequest, payload: PipelineIn) -> Any:
     except CodegenError as exc:  # a render that fails the shape check is a bug, said plainly
         return Status(422, {"errors": {"__all__": [str(exc)]}})
     return Status(201, pipeline_out(pipeline))
+
+
+@api.put("/pipelines/{slug}", response={200: EditOut, 422: ErrorsOut})
+def pipeline_edit(request: HttpRequest, slug: str, payload: PipelineEditIn) -> Any:
+    pipeline = editable_pipeline(request, slug)
+    form = PipelineForm(payload.dict(), user=request.user, pipeline=pipeline)
+    if not form.is_valid():
+        return Status(422, {"errors": form_errors(form)})
+    try:
+        version = services.pipeline_edit(
+            pipeline=pipeline,
+            spec=form.spec,
+            by=request.user,
+            change_note=form.cleaned_data["change_note"],
+        )
+    except services.EditError as exc:
+        return Status(422, {"errors": {"__all__": [str(exc)]}})
+    if version is None:
+        return {"version": pipeline.versions.order_by("-number").first().number, "created": False}
+    return {"version": version.number, "created": True}
+
+
+@api.get("/pipelines/{slug}/versions", response=list[VersionOut])
+def version_list(request: HttpRequest, slug: str) -> Any:
+    pipeline = get_object_or_404(Pipeline, slug=slug)
+    return [
+        {
+            "number": v.number,
+            "created_by": v.created_by.get_username(),
+            "created_at": v.created_at,
+            "change_note": v.change_note,
+            "spec_sha256": v.spec_sha256,
+        }
+        for v in pipeline.versions.select_related("created_by").order_by("-number")
+    ]
+
+
+@api.get("/pipelines/{slug}/versions/{a}/diff/{b}", response={200: DiffOut, 422: ErrorsOut})
+def version_diff(request: HttpRequest, slug: str, a: int, b: int, environment: str = "") -> Any:
+    pipeline = get_object_or_404(Pipeline, slug=slug)
+    before = get_object_or_404(pipeline.versions, number=a)
+    after = get_object_or_404(pipeline.versions, number=b)
+    envs = Environment.objects.order_by("order")
+    env = envs.filter(slug=environment).first() if environment else envs.first()
+    if env is None:
+        return Status(422, {"errors": {"environment": [f"No environment “{environment}”."]}})
+    diff = deploy_selectors.version_diff(before=before, after=after, environment=env)
+    return {"environment": env.slug, "spec": diff["spec"], "code": diff["code"]}
 
 
 @api.get("/pipelines/{slug}", response=PipelineOut)

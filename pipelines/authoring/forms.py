@@ -155,10 +155,29 @@ class PipelineForm(forms.Form):
         "over, and let every run replace its partitions. Without this, such a table is refused.",
     )
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, user: Any, pipeline: Pipeline | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.user = user
+        self.pipeline = pipeline
         self.spec: PipelineSpec | None = None
+        if pipeline is not None:
+            # Editing: the DAG id, the table and the team are the pipeline's identity; a new
+            # name or table is a new pipeline. Disabled fields take these values, whatever
+            # is posted.
+            for name, value in (
+                ("name", pipeline.slug),
+                ("target_table", pipeline.target_table),
+                ("team", pipeline.team.slug),
+            ):
+                self.fields[name].disabled = True
+                self.fields[name].initial = value
+            self.fields["change_note"] = forms.CharField(
+                max_length=200,
+                label="Change note",
+                help_text="Why this change (shown in the version list and the audit log).",
+            )
         self._tables = {source_key(t): t for t in source_tables()}
         self.fields["source"].choices = [("", "Choose a source table")] + [
             (key, key) for key in self._tables
@@ -209,7 +228,7 @@ class PipelineForm(forms.Form):
                 "Use 3–63 lower-case letters, digits and hyphens, starting with a letter "
                 "and not ending with a hyphen (it becomes the Airflow DAG id)."
             )
-        if Pipeline.objects.filter(slug=name).exists():
+        if self.pipeline is None and Pipeline.objects.filter(slug=name).exists():
             raise forms.ValidationError(f"A pipeline named “{name}” already exists.")
         return name
 
@@ -222,7 +241,10 @@ class PipelineForm(forms.Form):
             )
         if table in RESERVED_WORDS:
             raise forms.ValidationError(f"“{table}” is a reserved SQL word; choose another name.")
-        taken_by = Pipeline.objects.filter(target_table=table).values_list("slug", flat=True)
+        others = Pipeline.objects.filter(target_table=table)
+        if self.pipeline is not None:
+            others = others.exclude(pk=self.pipeline.pk)
+        taken_by = others.values_list("slug", flat=True)
         if taken_by:
             raise forms.ValidationError(
                 f"Pipeline “{taken_by[0]}” already writes to table “{table}”: two pipelines "
@@ -378,3 +400,23 @@ class PipelineForm(forms.Form):
             shrink_guard_percent=data["shrink_guard_percent"],
             adopt_existing_table=bool(data.get("adopt_existing_table")),
         )
+
+
+def initial_from_spec(spec: PipelineSpec) -> dict[str, Any]:
+    """The form's values for an existing version's spec (the edit form starts from them)."""
+    table = ".".join(p for p in (spec.source_schema, spec.source_table) if p)
+    values = {
+        name: getattr(spec, name)
+        for name in (
+            "name", "team", "owner", "target_table", "schedule", "timezone", "partition_column",
+            "partition_grain", "sla_minutes", "retries", "retry_delay_minutes",
+            "execution_timeout_minutes", "runbook_url", "description", "allow_empty",
+            "shrink_guard_percent", "adopt_existing_table",
+        )
+    }  # fmt: skip
+    values |= {
+        "source": f"{spec.source_database}.{table}",
+        "primary_key": list(spec.primary_key),
+        "tags": list(spec.tags),
+    }
+    return values

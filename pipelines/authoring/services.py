@@ -40,3 +40,47 @@ def pipeline_create(*, spec: PipelineSpec, by: object) -> Pipeline:
     )
     audit_record(actor=by, action="pipeline_created", pipeline=pipeline, after=spec.to_json())
     return pipeline
+
+
+class EditError(Exception):
+    """The edit cannot be saved; str() is the user-facing message."""
+
+
+@transaction.atomic
+def pipeline_edit(
+    *, pipeline: Pipeline, spec: PipelineSpec, by: object, change_note: str
+) -> PipelineVersion | None:
+    """Save `spec` as the pipeline's next immutable version; None when nothing changed.
+
+    The pipeline row is locked, so two edits saved at once get consecutive numbers, and the
+    comparison is with the version that is newest at that moment.
+    """
+    from django.contrib.auth import get_user_model
+
+    locked = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+    latest = locked.versions.order_by("-number").first()
+    if latest is not None and latest.spec_sha256 == spec.sha256():
+        return None
+    if spec.name != locked.slug or spec.target_table != locked.target_table:
+        raise EditError("A pipeline's name and target table cannot change: create a new one.")
+    owner = get_user_model().objects.get(username=spec.owner)
+    version = PipelineVersion.objects.create(
+        pipeline=locked,
+        number=(latest.number if latest else 0) + 1,
+        spec_json=spec.to_json(),
+        spec_sha256=spec.sha256(),
+        created_by=by,
+        change_note=change_note,
+    )
+    Pipeline.objects.filter(pk=locked.pk).update(
+        owner=owner, sla_minutes=spec.sla_minutes, runbook_url=spec.runbook_url
+    )
+    audit_record(
+        actor=by,
+        action="pipeline_edited",
+        pipeline=locked,
+        before=latest.spec_json if latest else None,
+        after=version.spec_json,
+        summary=f"v{version.number}: {change_note}",
+    )
+    return version

@@ -56,7 +56,10 @@ def pipeline_detail(*, slug: str) -> dict[str, Any]:
     """Everything the pipeline page shows."""
     pipeline = get_object_or_404(
         Pipeline.objects.select_related("team", "owner", "source_table__database").prefetch_related(
-            Prefetch("versions", queryset=PipelineVersion.objects.order_by("-number"))
+            Prefetch(
+                "versions",
+                queryset=PipelineVersion.objects.select_related("created_by").order_by("-number"),
+            )
         ),
         slug=slug,
     )

@@ -25,4 +25,10 @@ urlpatterns = [
     path("pipelines/<slug:slug>/runs/table", views.run_table, name="runs"),
     path("pipelines/<slug:slug>/health", views.pipeline_health, name="pipeline-health"),
     path("pipelines/<slug:slug>/versions/<int:number>/dag", views.dag_source, name="dag-source"),
+    path("pipelines/<slug:slug>/edit/", views.pipeline_edit, name="edit"),
+    path(
+        "pipelines/<slug:slug>/versions/<int:a>/diff/<int:b>/",
+        views.version_diff,
+        name="version-diff",
+    ),
 ]

@@ -15,8 +15,9 @@ from django_htmx.http import trigger_client_event
 
 from pipelines.alerts.models import Alert
 from pipelines.authoring import codegen
+from pipelines.authoring import services as authoring
 from pipelines.authoring.codegen import CodegenError
-from pipelines.authoring.forms import PipelineForm, source_tables
+from pipelines.authoring.forms import PipelineForm, initial_from_spec, source_tables
 from pipelines.authoring.models import Pipeline
 from pipelines.catalog.models import SourceTable
 from pipelines.core import access, schedule
@@ -28,6 +29,7 @@ from pipelines.dashboards.forms import (
     HealthFilterForm,
     SlaFilterForm,
 )
+from pipelines.deployments import selectors as deploy_selectors
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Environment
 from pipelines.runs import services as runs
@@ -77,6 +79,73 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
     }
     context |= column_choices(form["source"].value())
     return render(request, "pipelines/create.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def pipeline_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    """Edit through the same guarded form; saving makes the next immutable version."""
+    pipeline = _editable(request, slug)
+    latest = pipeline.versions.order_by("-number").first()
+    if request.method == "POST":
+        form = PipelineForm(request.POST, user=request.user, pipeline=pipeline)
+        if form.is_valid():
+            try:
+                version = authoring.pipeline_edit(
+                    pipeline=pipeline,
+                    spec=form.spec,
+                    by=request.user,
+                    change_note=form.cleaned_data["change_note"],
+                )
+            except authoring.EditError as exc:
+                form.add_error(None, str(exc))
+            else:
+                if version is None:
+                    form.add_error(None, "Nothing changed: no new version was made.")
+                else:
+                    return redirect(pipeline)
+    else:
+        form = PipelineForm(
+            user=request.user, pipeline=pipeline, initial=initial_from_spec(latest.spec)
+        )
+    context = {
+        "form": form,
+        "pipeline": pipeline,
+        "latest": latest,
+        "explain": explain_schedule(
+            form["schedule"].value() or "",
+            form["timezone"].value() or "UTC",
+            grain=form["partition_grain"].value() or "day",
+        ),
+        "presets": list(schedule.PRESETS.items()),
+        "tz_names": schedule.zone_names(),
+    }
+    context |= column_choices(form["source"].value())
+    return render(request, "pipelines/create.html", context)
+
+
+@require_GET
+@login_required
+def version_diff(request: HttpRequest, slug: str, a: int, b: int) -> HttpResponse:
+    """What changes from version a to version b: the spec field by field, the DAG side by side."""
+    pipeline = get_object_or_404(Pipeline, slug=slug)
+    before = get_object_or_404(pipeline.versions, number=a)
+    after = get_object_or_404(pipeline.versions, number=b)
+    envs = list(Environment.objects.order_by("order"))
+    env = next((e for e in envs if e.slug == request.GET.get("environment", "")[:50]), None)
+    env = env or (envs[0] if envs else None)
+    if env is None:
+        raise PermissionDenied("No environment is configured.")
+    diff = deploy_selectors.version_diff(before=before, after=after, environment=env)
+    context = {
+        "pipeline": pipeline,
+        "before": before,
+        "after": after,
+        "environment": env,
+        "environments": envs,
+        "diff": diff,
+    }
+    return render(request, "pipelines/version_diff.html", context)
 
 
 def explain_schedule(cron: str, tz: str, now: datetime | None = None, grain: str = "day") -> dict:
@@ -138,8 +207,13 @@ def source_columns(request: HttpRequest) -> HttpResponse:
 @require_POST
 @login_required
 def pipeline_preview(request: HttpRequest) -> HttpResponse:
-    """Render the DAG the form would deploy to the first environment, or list what blocks it."""
-    form = PipelineForm(request.POST, user=request.user)
+    """Render the DAG the form would deploy to the first environment, or list what blocks it.
+
+    With ?pipeline=<slug> (the edit form), the form validates as an edit of that pipeline.
+    """
+    slug = request.GET.get("pipeline", "")
+    pipeline = _editable(request, slug[:63]) if slug else None
+    form = PipelineForm(request.POST, user=request.user, pipeline=pipeline)
     context: dict = {"form": form}
     env = Environment.objects.order_by("order").first()
     if form.is_valid() and env is not None:
