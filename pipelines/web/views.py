@@ -214,12 +214,16 @@ def pipeline_preview(request: HttpRequest) -> HttpResponse:
     slug = request.GET.get("pipeline", "")
     pipeline = _editable(request, slug[:63]) if slug else None
     form = PipelineForm(request.POST, user=request.user, pipeline=pipeline)
+    if pipeline is not None:
+        form.fields["change_note"].required = False  # asked for on save, not for a preview
+    latest = pipeline.versions.order_by("-number").first() if pipeline else None
+    number = latest.number + 1 if latest else 1  # the version a save would make
     context: dict = {"form": form}
     env = Environment.objects.order_by("order").first()
     if form.is_valid() and env is not None:
         try:
             context["rendered"] = codegen.render_dag(
-                form.spec, env, version=1, portal_url=deploy.portal_url_for(form.spec.name)
+                form.spec, env, version=number, portal_url=deploy.portal_url_for(form.spec.name)
             )
             context["environment"] = env
         except CodegenError as exc:

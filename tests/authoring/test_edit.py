@@ -3,6 +3,7 @@ changed, a required change note, and a diff between any two versions (spec and g
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -120,3 +121,15 @@ def test_an_edit_is_audited_with_both_specs(api_client, alice, pipeline):
     assert (event.actor, event.pipeline_id) == (alice, pipeline.id)
     assert (event.before["schedule"], event.after["schedule"]) == ("0 2 * * *", "0 3 * * *")
     assert event.summary == "v2: later"
+
+
+def test_the_edit_preview_renders_the_next_version_without_asking_for_the_note(
+    client, alice, pipeline
+):
+    client.force_login(alice)
+    url = reverse("pipelines:preview") + f"?pipeline={pipeline.slug}"
+    response = client.post(url, form_data(schedule="0 3 * * *"))
+    text = html.unescape(response.content.decode())
+    assert "'version': 2" in text
+    assert "'schedule': '0 3 * * *'" in text
+    assert "A pipeline named" not in text  # no "name taken" refusal in edit mode
