@@ -522,6 +522,20 @@ def paginated(request: HttpRequest, rows: Any, page: int | str, out: Any) -> Any
     }
 
 
+def filtered_page(request: HttpRequest, form: Any, rows: Any, out: Any) -> Any:
+    """One page of `rows(filters)` for a list's filter form, or 422 with the form's field errors.
+
+    The form is the one its page uses; the API pages by number, so the keyset tokens are dropped.
+    """
+    if not form.is_valid():
+        return errors_response(request, form_errors(form))
+    filters = dict(form.values)
+    page = filters.pop("page")
+    filters.pop("after", None)
+    filters.pop("before", None)
+    return paginated(request, rows(filters), page, out)
+
+
 def _partition(value: Any) -> str | None:
     return None if value is None else partition(value)
 
@@ -576,10 +590,8 @@ def health_list(
             "page": page,
         }
     )
-    if not form.is_valid():
-        return errors_response(request, form_errors(form))
-    return paginated(
-        request, selectors.health_queryset(form.filters()), form.values["page"], health_out
+    return filtered_page(
+        request, form, lambda _: selectors.health_queryset(form.filters()), health_out
     )
 
 
@@ -616,12 +628,9 @@ def alert_list(
     form = AlertFilterForm(
         {"state": state, "team": team, "environment": environment, "kind": kind, "page": page}
     )
-    if not form.is_valid():
-        return errors_response(request, form_errors(form))
-    filters = form.values
-    page_number = filters.pop("page")
-    del filters["after"], filters["before"]  # the API pages by number
-    return paginated(request, selectors.alert_queryset(**filters), page_number, alert_out)
+    return filtered_page(
+        request, form, lambda filters: selectors.alert_queryset(**filters), alert_out
+    )
 
 
 # --- Audit log -----------------------------------------------------------------------------------
@@ -679,9 +688,6 @@ def audit_list(
             "page": page,
         }
     )
-    if not form.is_valid():
-        return errors_response(request, form_errors(form))
-    filters = form.values
-    page_number = filters.pop("page")
-    del filters["after"], filters["before"]  # the API pages by number
-    return paginated(request, audit_selectors.audit_queryset(**filters), page_number, audit_out)
+    return filtered_page(
+        request, form, lambda filters: audit_selectors.audit_queryset(**filters), audit_out
+    )
