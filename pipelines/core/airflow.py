@@ -136,6 +136,20 @@ def explain_failure(
     return f"{task_id} failed{after}: {message}"[:MAX_REASON_CHARS]
 
 
+def run_failure_text(client: Any, dag_id: str, dag_run_id: str) -> str | None:
+    """Why a failed run failed, as the portal shows it; None while Airflow is unreachable.
+
+    An answer Airflow cannot give (the run or its log is gone) is itself the text, so callers
+    store it once instead of asking again forever.
+    """
+    try:
+        return client.failure_reason(dag_id, dag_run_id) or "Airflow gave no reason."
+    except AirflowUnavailable:
+        return None
+    except AirflowError as exc:
+        return f"Airflow could not say why this run failed: {exc.message}"
+
+
 class AirflowClient:
     def __init__(
         self,

@@ -25,7 +25,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pipelines.core import schedule
-from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable, DagRunState
+from pipelines.core.airflow import (
+    AirflowClient,
+    AirflowError,
+    AirflowUnavailable,
+    DagRunState,
+    run_failure_text,
+)
 from pipelines.deployments.models import Environment
 from pipelines.monitoring import health, monitor
 from pipelines.monitoring.models import PipelineHealth, RunRecord, SyncState
@@ -328,15 +334,13 @@ def explain_failures(environment: Environment, client: AirflowClient) -> int:
     )
     for record_id, dag_id, dag_run_id in unexplained:
         try:
-            reason = client.failure_reason(dag_id, dag_run_id)
-        except AirflowUnavailable:
-            break  # the next sync asks again
-        except AirflowError as exc:
-            reason = f"Airflow could not say why this run failed: {exc.message}"
+            reason = run_failure_text(client, dag_id, dag_run_id)
         except Exception as exc:  # an answer we cannot read must not stop the sync
             logger.exception("reading why %s %s failed", dag_id, dag_run_id)
             reason = f"The portal could not read why this run failed: {exc}"
-        RunRecord.objects.filter(id=record_id).update(error=reason or "No reason given.")
+        if reason is None:
+            break  # Airflow unreachable: the next sync asks again
+        RunRecord.objects.filter(id=record_id).update(error=reason)
         # A run started from the portal shows the same reason on its request.
         RunRequest.objects.filter(dag_id=dag_id, dag_run_id=dag_run_id, last_error="").update(
             last_error=reason

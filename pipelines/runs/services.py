@@ -32,6 +32,7 @@ from pipelines.core.airflow import (
     AirflowNotFound,
     AirflowUnavailable,
     DagRunState,
+    run_failure_text,
 )
 from pipelines.core.audit import audit_record
 from pipelines.deployments.models import Deployment, Environment
@@ -244,12 +245,7 @@ def _failure_reason(client: AirflowClient, run: RunRequest, state: str) -> str:
     """Why the run failed, from Airflow; "" unless it failed (the sync fills a gap later)."""
     if state != DagRunState.FAILED:
         return ""
-    try:
-        return client.failure_reason(run.dag_id, run.dag_run_id)
-    except AirflowUnavailable:
-        return ""
-    except AirflowError as exc:
-        return f"Airflow could not say why this run failed: {exc.message}"
+    return run_failure_text(client, run.dag_id, run.dag_run_id) or ""
 
 
 def refresh_if_stale(run: RunRequest) -> bool:
