@@ -21,6 +21,7 @@ from pipelines.monitoring.models import (  # noqa: F401
     SyncState,
     Verdict,
 )
+from pipelines.releases.models import Promotion  # noqa: F401
 from pipelines.runs.models import RunRequest  # noqa: F401
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "SyncState",
     "Alert",
     "AlertDelivery",
+    "Promotion",
 ]

@@ -84,6 +84,7 @@ class AlertDelivery(Outbox):
     OUTBOX_FAILED = "failed"
 
     class Event(models.TextChoices):
+        NOTICE = "notice", "Notice"
         OPENED = "opened", "Opened"
         REMINDER = "reminder", "Reminder"
         ESCALATED = "escalated", "Escalated"
@@ -98,7 +99,13 @@ class AlertDelivery(Outbox):
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
 
-    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    # A delivery without an alert is a notice (a promotion requested/decided, a rollback): it
+    # carries its own subject and text and goes to the team's quiet targets.
+    alert = models.ForeignKey(
+        Alert, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    subject = models.CharField(max_length=300, blank=True, help_text="A notice's subject.")
+    text = models.TextField(blank=True, help_text="A notice's text.")
     event = models.CharField(max_length=20, choices=Event.choices)
     channel = models.CharField(max_length=20, choices=Channel.choices)
     target = models.CharField(

@@ -380,9 +380,44 @@ class DeliveryRejected(Exception):
     """A permanent failure: sending again would not help."""
 
 
+@transaction.atomic
+def notice_send(
+    *,
+    team: Team,
+    environment: Environment,
+    subject: str,
+    text: str,
+    emails: Iterable[str] = (),
+) -> list[AlertDelivery]:
+    """Announce something that is not an alert (a promotion asked for or decided, a rollback)
+    through the team's quiet targets for `environment` and to `emails` (the people involved).
+
+    The deliveries are outbox rows written in the caller's transaction; they are sent on
+    commit, retried with backoff, once each.
+    """
+    targets = route(team=team, environment=environment, severity=Severity.WARNING)
+    targets += [(Channel.EMAIL, email) for email in emails if email]
+    unique = list(dict.fromkeys(targets))
+    deliveries = AlertDelivery.objects.bulk_create(
+        AlertDelivery(
+            event=Event.NOTICE,
+            channel=channel,
+            target=target,
+            subject=subject[:300],
+            text=text,
+        )
+        for channel, target in unique
+    )
+    for delivery in deliveries:
+        AlertDelivery.enqueue(delivery.id)
+    return deliveries
+
+
 def message_for(delivery: AlertDelivery) -> tuple[str, str]:
     """Return (subject, text) for one delivery: what, where, why, the runbook and the portal."""
     alert = delivery.alert
+    if alert is None:  # a notice carries its own words
+        return delivery.subject, delivery.text
     label = {
         Event.OPENED: alert.get_severity_display().upper(),
         Event.REMINDER: "REMINDER",

@@ -447,7 +447,12 @@ def pipeline_dag(request: HttpRequest, slug: str, number: int, environment: str 
     return HttpResponse(rendered.source, content_type="text/x-python; charset=utf-8")
 
 
-@api.post("/pipelines/{slug}/deployments", response={202: DeploymentOut, 422: ErrorsOut})
+@api.post(
+    "/pipelines/{slug}/deployments",
+    response={202: DeploymentOut, 422: ErrorsOut},
+    description="Deploy a version to an environment without `requires_approval` (dev). Into "
+    "one that requires approval: 403; file a promotion instead.",
+)
 def deployment_create(request: HttpRequest, slug: str, payload: DeploymentIn) -> Any:
     pipeline = editable_pipeline(request, slug)
     env = Environment.objects.filter(slug=payload.environment).first()
@@ -459,7 +464,12 @@ def deployment_create(request: HttpRequest, slug: str, payload: DeploymentIn) ->
         errors["version"] = [f"{slug} has no version {payload.version}."]
     if errors:
         return Status(422, {"errors": errors})
-    deployment = deploy.deployment_request(version=version, environment=env, by=request.user)
+    try:
+        deployment = deploy.deployment_request(version=version, environment=env, by=request.user)
+    except deploy.ApprovalRequired as exc:
+        raise HttpError(403, str(exc)) from None
+    except deploy.DeployError as exc:
+        return Status(422, {"errors": {"version": [str(exc)]}})
     return Status(202, deployment_out(deployment))
 
 

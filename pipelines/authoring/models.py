@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from pipelines.authoring import codegen
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.catalog.models import SourceTable
 from pipelines.core.models import Team
@@ -51,6 +52,12 @@ class PipelineVersion(models.Model):
     change_note = models.CharField(
         max_length=200, blank=True, help_text="Why this version was made (required from v2 on)."
     )
+    template_version = models.CharField(
+        max_length=40,
+        default=codegen.current_release,
+        help_text="The codegen template release this version is rendered with.",
+    )
+    template_sha256 = models.CharField(max_length=64, default=codegen.current_release_sha256)
 
     class Meta:
         ordering = ["pipeline", "-number"]
@@ -64,3 +71,12 @@ class PipelineVersion(models.Model):
     @property
     def spec(self) -> PipelineSpec:
         return PipelineSpec.from_json(self.spec_json)
+
+    @property
+    def template_label(self) -> str:
+        return codegen.template_label(self.template_version)
+
+    @property
+    def template_is_current(self) -> bool:
+        """Rendered with the template the portal has now (same release, same file hash)."""
+        return (self.template_version, self.template_sha256) == codegen.current_template()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from pipelines.authoring import codegen
 from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.catalog.models import SourceTable
@@ -82,5 +83,34 @@ def pipeline_edit(
         before=latest.spec_json if latest else None,
         after=version.spec_json,
         summary=f"v{version.number}: {change_note}",
+    )
+    return version
+
+
+@transaction.atomic
+def pipeline_upgrade(*, pipeline: Pipeline, by: object) -> PipelineVersion | None:
+    """Make the next version with the newest version's spec on the current template; None
+    when the newest version is on it already. The new version then goes through the usual
+    flow (deploy to dev, promote)."""
+    locked = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+    latest = locked.versions.order_by("-number").first()
+    if latest is None or latest.template_is_current:
+        return None
+    release, _ = codegen.current_template()
+    version = PipelineVersion.objects.create(
+        pipeline=locked,
+        number=latest.number + 1,
+        spec_json=latest.spec_json,
+        spec_sha256=latest.spec_sha256,
+        created_by=by,
+        change_note=f"Upgrade template {latest.template_version} → {release}",
+    )
+    audit_record(
+        actor=by,
+        action="pipeline_upgraded",
+        pipeline=locked,
+        before={"version": latest.number, "template": latest.template_label},
+        after={"version": version.number, "template": version.template_label},
+        summary=f"v{version.number}: {version.change_note}",
     )
     return version

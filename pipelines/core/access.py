@@ -11,3 +11,20 @@ def can_edit(user: object, pipeline: Any) -> bool:
         getattr(user, "is_authenticated", False)
         and pipeline.team.memberships.filter(user=user).exists()
     )
+
+
+def is_platform_admin(user: object) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_superuser", False))
+
+
+def can_approve(user: object, pipeline: Any) -> bool:
+    """Approvers of the pipeline's team, and platform admins, may approve its promotions.
+
+    Whether this user may approve *this* request (not their own) is the releases service's
+    rule; this one is only about the role.
+    """
+    if not getattr(user, "is_authenticated", False):
+        return False
+    if is_platform_admin(user):
+        return True
+    return pipeline.team.memberships.filter(user=user, role="approver").exists()

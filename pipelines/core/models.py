@@ -97,6 +97,12 @@ class AuditEvent(models.Model):
         RUN_REQUESTED = "run_requested", "Run requested"
         API_TOKEN_CREATED = "api_token_created", "API token created"
         ENVIRONMENT_CHANGED = "environment_changed", "Environment changed"
+        PIPELINE_UPGRADED = "pipeline_upgraded", "Pipeline upgraded to the current template"
+        PROMOTION_REQUESTED = "promotion_requested", "Promotion requested"
+        PROMOTION_APPROVED = "promotion_approved", "Promotion approved"
+        PROMOTION_REJECTED = "promotion_rejected", "Promotion rejected"
+        PROMOTION_WITHDRAWN = "promotion_withdrawn", "Promotion withdrawn"
+        ROLLBACK = "rollback", "Rollback"
 
     # PROTECT everywhere: an event outlives nothing it names (a delete would rewrite history).
     actor = models.ForeignKey(

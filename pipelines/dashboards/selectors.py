@@ -39,7 +39,7 @@ def pipeline_list() -> list[dict[str, Any]]:
         Deployment.objects.shown()
         .filter(version__pipeline__in=pipelines)
         .select_related("version")
-        .order_by("version__number", "requested_at")
+        .in_request_order()
     )
     for d in deployments:
         latest[(d.version.pipeline_id, d.environment_id)] = d
@@ -71,7 +71,7 @@ def pipeline_detail(*, slug: str) -> dict[str, Any]:
         .order_by("-requested_at")
     )
     current = {}
-    for d in sorted(deployments, key=lambda d: (d.version.number, d.requested_at)):
+    for d in sorted(deployments, key=lambda d: (d.requested_at, d.id)):  # REQUEST_ORDER
         if d.state != Deployment.State.SUPERSEDED:
             current[d.environment_id] = d
     run_list = list(

@@ -50,7 +50,15 @@ class Environment(models.Model):
     warehouse_conn_id = models.CharField(max_length=250)
     warehouse_dialect = models.CharField(max_length=20, choices=Dialect.choices)
     target_schema = models.CharField(max_length=63, blank=True)
-    requires_approval = models.BooleanField(default=False)
+    requires_approval = models.BooleanField(
+        default=False,
+        help_text="Deploys here only through an approved promotion or an allowed rollback.",
+    )
+    readiness_success_days = models.PositiveSmallIntegerField(
+        default=7,
+        help_text="A version promoted here needs a successful run in the environment before "
+        "this one within this many days (readiness checklist).",
+    )
     pages_oncall = models.BooleanField(
         default=False, help_text="Pages here go to the teams' on-call targets (prod)."
     )
@@ -110,8 +118,21 @@ class DeploymentQuerySet(models.QuerySet):
 
     def shown(self) -> DeploymentQuerySet:
         """The deployment a page shows per pipeline × environment: the newest request that no
-        newer version superseded (pending, deploying, deployed or failed)."""
+        newer request superseded (pending, deploying, deployed or failed)."""
         return self.exclude(state="superseded")
+
+    def in_request_order(self) -> DeploymentQuerySet:
+        """Oldest request first. A rollback asks again for an older version, so "newest" is
+        the newest *request* (REQUEST_ORDER), never the highest version number."""
+        return self.order_by(*REQUEST_ORDER)
+
+    def requested_after(self, deployment: Deployment) -> DeploymentQuerySet:
+        """The requests of the same pipeline × environment made after `deployment`'s."""
+        at = deployment.requested_at
+        return self.filter(
+            environment=deployment.environment_id,
+            version__pipeline_id=deployment.version.pipeline_id,
+        ).filter(models.Q(requested_at__gt=at) | models.Q(requested_at=at, id__gt=deployment.id))
 
     def update(self, **kwargs: object) -> int:
         if READ_ONLY_CODE_FIELDS & kwargs.keys():
@@ -120,6 +141,7 @@ class DeploymentQuerySet(models.QuerySet):
 
 
 READ_ONLY_CODE_FIELDS = frozenset({"code", "code_sha256"})
+REQUEST_ORDER = ("requested_at", "id")
 
 
 class Deployment(Outbox):
@@ -153,7 +175,9 @@ class Deployment(Outbox):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
-    requested_at = models.DateTimeField(auto_now_add=True)
+    requested_at = models.DateTimeField(
+        auto_now_add=True, help_text="Set again when the same version is asked for again."
+    )
     written_at = models.DateTimeField(null=True, blank=True)
     registered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -207,6 +231,6 @@ class Deployment(Outbox):
     @property
     def deploy_seconds(self) -> float | None:
         """Seconds from the request to Airflow registering the DAG."""
-        if self.registered_at is None:
-            return None
+        if self.registered_at is None or self.registered_at < self.requested_at:
+            return None  # never registered, or asked for again (a rollback) and not yet
         return (self.registered_at - self.requested_at).total_seconds()

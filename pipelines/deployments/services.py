@@ -39,7 +39,7 @@ from pipelines.authoring.spec import PipelineSpec
 from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable
 from pipelines.core.audit import audit_record
 from pipelines.core.dagfiles import DagPathError, dag_file_path
-from pipelines.deployments.models import Deployment, Environment
+from pipelines.deployments.models import REQUEST_ORDER, Deployment, Environment
 
 logger = logging.getLogger(__name__)
 DAG_FILE_MODE = 0o644  # Airflow often runs as another user: it must be able to read the file.
@@ -62,21 +62,68 @@ def render_for(version: PipelineVersion, environment: Environment) -> codegen.Re
     )
 
 
+class ApprovalRequired(DeployError):
+    """The environment takes only approved promotions and allowed rollbacks (403)."""
+
+
+def approval_required_message(environment: Environment) -> str:
+    return (
+        f"{environment.name} requires an approved promotion: request one on the pipeline's "
+        "page (or POST /api/v1/pipelines/{slug}/promotions), and someone else on your team "
+        "with the approver role approves it."
+    )
+
+
+def template_problem(version: PipelineVersion) -> str | None:
+    """Why `version` cannot be rendered any more, or None (it is on the current template)."""
+    if version.template_is_current:
+        return None
+    return (
+        f"Version {version.number} was made with template {version.template_label}; the portal "
+        f"now renders {codegen.template_label(codegen.TEMPLATE_VERSION)}. Upgrade the pipeline "
+        "(a new version with the same spec on the new template) and deploy that."
+    )
+
+
 @transaction.atomic
 def deployment_request(
-    *, version: PipelineVersion, environment: Environment, by: object
+    *, version: PipelineVersion, environment: Environment, by: object, approved: bool = False
 ) -> Deployment:
-    """Ask for `version` in `environment`. The same version twice is a no-op; failed retries."""
+    """Ask for `version` in `environment`; the newest request wins (see `_write`).
+
+    Asking again for what is pending, deploying, or deployed and not replaced is a no-op; a
+    failed deployment is retried; a superseded one is asked for again (a rollback), with the
+    code it was first rendered with, which must still be what the portal renders.
+
+    Into an environment with `requires_approval` only with `approved=True`: releases passes it
+    for an approved promotion or an allowed rollback, and nothing else may.
+    """
+    if environment.requires_approval and not approved:
+        raise ApprovalRequired(approval_required_message(environment))
+    if problem := template_problem(version):
+        raise DeployError(problem)
     deployment = (
         Deployment.objects.select_for_update()
         .filter(version=version, environment=environment)
         .first()
     )
     if deployment is not None:
-        if deployment.state != Deployment.State.FAILED:
+        if deployment.is_active or (
+            deployment.state == Deployment.State.DEPLOYED
+            and not Deployment.objects.requested_after(deployment).exists()
+        ):
             return deployment
+        if deployment.state != Deployment.State.FAILED:  # asked for again: a rollback
+            fresh = render_for(version, environment)
+            if fresh.source != deployment.code:
+                raise DeployError(
+                    f"Version {version.number} no longer renders to the file it deployed to "
+                    f"{environment.name} (the portal's address or template changed since). "
+                    "Upgrade the pipeline and deploy the new version."
+                )
         # A fresh start: a new attempt budget, and no lease (a late worker of the failed try
-        # is fenced out).
+        # is fenced out); the new request time makes it the newest request.
+        now = timezone.now()
         Deployment.objects.filter(id=deployment.id).update(
             state=Deployment.State.PENDING,
             error="",
@@ -84,9 +131,11 @@ def deployment_request(
             attempts=0,
             lease_token=None,
             lease_until=None,
-            next_attempt_at=timezone.now(),
+            next_attempt_at=now,
+            requested_at=now,
+            requested_by=by,
             written_at=None,
-            finished_at=None,
+            finished_at=None,  # registered_at stays: the version ran here (rollback rule)
         )
         deployment.refresh_from_db()
     else:
@@ -168,19 +217,23 @@ def _write(deployment: Deployment, token: uuid.UUID) -> float | None:
     client = AirflowClient.for_environment(environment)
     known = client.get_dag(deployment.dag_id)
     with transaction.atomic():
-        # Writers of one pipeline in one environment take turns on its rows: an older version
-        # never overwrites a newer one, and a worker that lost its lease writes nothing.
+        # Writers of one pipeline in one environment take turns on its rows: an older request
+        # never overwrites a newer one (a rollback is a newer request for an older version),
+        # and a worker that lost its lease writes nothing.
         rows = (
             Deployment.objects.select_for_update(of=("self",))
             .filter(environment=environment, version__pipeline_id=deployment.version.pipeline_id)
-            .values_list("id", "lease_token", "state", "version__number")
+            .values_list("id", "lease_token", "state", *REQUEST_ORDER)
         )
         rows = list(rows)
-        if not any(pk == deployment.id and lease == token for pk, lease, *_ in rows):
+        mine = next(
+            ((at, pk) for pk, lease, _, at, _ in rows if pk == deployment.id and lease == token),
+            None,
+        )
+        if mine is None:
             return None
         if any(
-            number > deployment.version.number and state != Deployment.State.FAILED
-            for _, _, state, number in rows
+            (at, pk) > mine and state != Deployment.State.FAILED for pk, _, state, at, _ in rows
         ):
             Deployment.finish(
                 deployment.id, token, state=Deployment.State.SUPERSEDED, finished_at=timezone.now()
@@ -237,11 +290,7 @@ def _code_problem(deployment: Deployment) -> str | None:
 
 def _newer_exists(deployment: Deployment) -> bool:
     return (
-        Deployment.objects.filter(
-            environment=deployment.environment_id,
-            version__pipeline_id=deployment.version.pipeline_id,
-            version__number__gt=deployment.version.number,
-        )
+        Deployment.objects.requested_after(deployment)
         .exclude(state=Deployment.State.FAILED)
         .exists()
     )
@@ -331,7 +380,15 @@ def _timeout_message(deployment: Deployment, timeout: float) -> str:
 
 def _registered(deployment: Deployment, token: uuid.UUID) -> None:
     now = timezone.now()
+    written_later = Deployment.objects.requested_after(deployment).filter(
+        state__in=(Deployment.State.DEPLOYING, Deployment.State.DEPLOYED)
+    )
     with transaction.atomic():
+        if written_later.exists():  # a newer request's file replaced this one's already
+            Deployment.finish(
+                deployment.id, token, state=Deployment.State.SUPERSEDED, finished_at=now
+            )
+            return
         if not Deployment.finish(
             deployment.id,
             token,
@@ -341,12 +398,14 @@ def _registered(deployment: Deployment, token: uuid.UUID) -> None:
             last_error="",
         ):
             return
+        # What an older request (whichever its version: a rollback is a newer request for an
+        # older one) deployed here is replaced.
+        newer = Deployment.objects.requested_after(deployment).values("id")
         Deployment.objects.filter(
             environment=deployment.environment_id,
             version__pipeline_id=deployment.version.pipeline_id,
             state=Deployment.State.DEPLOYED,
-            version__number__lt=deployment.version.number,
-        ).update(state=Deployment.State.SUPERSEDED)
+        ).exclude(id=deployment.id).exclude(id__in=newer).update(state=Deployment.State.SUPERSEDED)
     logger.info("deployed %s to %s", deployment.dag_id, deployment.environment.slug)
 
 

@@ -100,7 +100,7 @@ def deployed_pipelines(
     if pipeline_ids is not None:
         rows = rows.filter(version__pipeline_id__in=list(pipeline_ids))
     found = list(
-        rows.order_by("version__number").values_list(
+        rows.in_request_order().values_list(
             "version__pipeline_id",
             "version__pipeline__team_id",
             "version__pipeline__owner_id",

@@ -59,8 +59,8 @@ def deployment_for(*, pipeline: Pipeline, environment: Environment) -> Deploymen
         Deployment.objects.deployed()
         .filter(version__pipeline=pipeline, environment=environment)
         .select_related("version")
-        .order_by("-version__number")
-        .first()
+        .in_request_order()
+        .last()
     )
 
 

@@ -62,6 +62,8 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
                 )
             except CodegenError as exc:
                 form.add_error(None, f"The DAG could not be generated: {exc}")
+            except deploy.DeployError as exc:
+                form.add_error(None, str(exc))
             else:
                 return redirect(pipeline)
     else:
@@ -262,11 +264,19 @@ def deployment_create(request: HttpRequest, slug: str) -> HttpResponse:
         pipeline.versions, number=int(number) if number.isascii() and number.isdigit() else 0
     )
     env = get_object_or_404(Environment, slug=request.POST.get("environment", ""))
-    deploy.deployment_request(version=version, environment=env, by=request.user)
+    try:
+        deploy.deployment_request(version=version, environment=env, by=request.user)
+    except deploy.ApprovalRequired as exc:
+        raise PermissionDenied(str(exc)) from None
+    except deploy.DeployError as exc:
+        error = str(exc)
+    else:
+        error = ""
     if not request.htmx:
         return redirect(pipeline)
     context = selectors.pipeline_detail(slug=slug)
     context["can_edit"] = True
+    context["deploy_error"] = error
     response = render(request, "pipelines/_deployment_table.html", context)
     return trigger_client_event(response, "pipeline-changed")
 

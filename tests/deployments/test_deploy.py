@@ -146,7 +146,7 @@ def test_import_error_fails_with_airflow_text(version, dev, alice, fake_airflow)
     assert deployment.error == ""
 
 
-def test_newer_version_supersedes_and_older_never_overwrites(
+def test_newer_request_supersedes_and_an_older_one_never_overwrites(
     pipeline, version, dev, alice, fake_airflow
 ):
     v1 = request(version, dev, alice)
@@ -161,10 +161,37 @@ def test_newer_version_supersedes_and_older_never_overwrites(
     v2.refresh_from_db()
     assert (v1.state, v2.state) == (Deployment.State.SUPERSEDED, Deployment.State.DEPLOYED)
     assert "'description': 'v2'" in dag_file(dev).read_text()
-    # v1 asked again later (it is not failed: a no-op) and a stray v1 task: v2's file stays.
-    assert request(version, dev, alice).state == Deployment.State.SUPERSEDED
+    # A stray task of the older request changes nothing: v2's file stays.
     deploy.deployment_run(deployment_id=v1.id)
     assert "'description': 'v2'" in dag_file(dev).read_text()
+    # v2 asked for again while it runs: a no-op.
+    assert request(version2, dev, alice).id == v2.id
+    assert Deployment.objects.get(id=v2.id).state == Deployment.State.DEPLOYED
+
+
+def test_asking_for_an_older_version_again_is_a_newer_request_that_wins(
+    pipeline, version, dev, alice, fake_airflow
+):
+    """A rollback: the newest *request* wins, whatever the version numbers."""
+    v1 = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=v1.id)
+    spec2 = version.spec_json | {"description": "v2"}
+    version2 = PipelineVersion.objects.create(
+        pipeline=pipeline, number=2, spec_json=spec2, spec_sha256="x", created_by=alice
+    )
+    v2 = request(version2, dev, alice)
+    deploy.deployment_run(deployment_id=v2.id)
+
+    again = request(version, dev, alice)
+    assert (again.id, again.state) == (v1.id, Deployment.State.PENDING)
+    # v2's stray task now is the older request: it writes nothing.
+    deploy.deployment_run(deployment_id=v2.id)
+    deploy.deployment_run(deployment_id=v1.id)
+    v1.refresh_from_db()
+    v2.refresh_from_db()
+    assert (v1.state, v2.state) == (Deployment.State.DEPLOYED, Deployment.State.SUPERSEDED)
+    assert "'description': 'v2'" not in dag_file(dev).read_text()
+    assert list(Deployment.objects.deployed().values_list("id", flat=True)) == [v1.id]
 
 
 def test_requests_enqueue_only_on_commit(version, dev, alice, django_capture_on_commit_callbacks):

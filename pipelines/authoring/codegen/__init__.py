@@ -25,6 +25,15 @@ from psycopg import sql as pgsql
 from pipelines.authoring.spec import PipelineSpec
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "partitioned_load.py.tmpl"
+# What a PipelineVersion records as "the template it was rendered with": a name people read and
+# the SHA-256 of the template file. Change the template → add a release here with its new hash
+# (tests/authoring/test_template_version.py fails until then); every pipeline on an older one is
+# then listed for "Upgrade".
+TEMPLATE_NAME = "partitioned_load"
+TEMPLATE_RELEASES = {
+    "2026.11.1": "74aace4491e38a8866c4c13ac74d97dec38af2ca499eb8bb3cc8048449bd4a16",
+}
+TEMPLATE_VERSION = next(reversed(TEMPLATE_RELEASES))
 SPEC_TOKEN = "__PORTAL_SPEC__"
 # Far enough back that backfills of historical partitions are possible; catchup=False means
 # nothing runs for these dates unless someone asks.
@@ -234,6 +243,7 @@ def build_spec_literal(
             "version": version,
             "environment": target.slug,
             "url": portal_url,
+            "template": f"{TEMPLATE_NAME} {TEMPLATE_VERSION}",
         },
     }
 
@@ -244,6 +254,29 @@ def _template() -> str:
     if text.count(SPEC_TOKEN) != 1:
         raise CodegenError(f"The template must contain {SPEC_TOKEN} exactly once.")
     return text
+
+
+@functools.cache
+def template_sha256() -> str:
+    """SHA-256 of the template file as it is on disk now."""
+    return hashlib.sha256(TEMPLATE_PATH.read_bytes()).hexdigest()
+
+
+def template_label(version: str) -> str:
+    return f"{TEMPLATE_NAME} {version}"
+
+
+def current_template() -> tuple[str, str]:
+    """(release, SHA-256) a new version records; the hash is the release's pinned one."""
+    return TEMPLATE_VERSION, TEMPLATE_RELEASES[TEMPLATE_VERSION]
+
+
+def current_release() -> str:  # the model fields' defaults (migrations name them)
+    return current_template()[0]
+
+
+def current_release_sha256() -> str:
+    return current_template()[1]
 
 
 @functools.cache

@@ -76,7 +76,8 @@ SPEC = {'dag_id': 'dev__events_hourly',
  'portal': {'pipeline': 'events-hourly',
             'version': 1,
             'environment': 'dev',
-            'url': 'http://portal.example.com/pipelines/orders-daily/'}}
+            'url': 'http://portal.example.com/pipelines/orders-daily/',
+            'template': 'partitioned_load 2026.11.1'}}
 
 TASK_CODE = r'''
 import logging

@@ -79,7 +79,8 @@ SPEC = {'dag_id': 'orders_daily',
  'portal': {'pipeline': 'orders-daily',
             'version': 1,
             'environment': 'prod',
-            'url': 'http://portal.example.com/pipelines/orders-daily/'}}
+            'url': 'http://portal.example.com/pipelines/orders-daily/',
+            'template': 'partitioned_load 2026.11.1'}}
 
 TASK_CODE = r'''
 import logging

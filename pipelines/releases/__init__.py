@@ -1,0 +1,1 @@
+"""Releases: promotions into environments that require approval, the readiness checklist, rollback."""
