@@ -1,1 +1,2 @@
-"""Releases: promotions into environments that require approval, the readiness checklist, rollback."""
+"""Releases: promotions into environments that require approval, the readiness checklist,
+rollback."""
