@@ -222,9 +222,11 @@ def _decidable(promotion_id: int, by: object) -> Promotion:
 
 def _decided(promotion: Promotion, by: object, state: str, comment: str, **fields: object) -> None:
     now = timezone.now()
-    Promotion.objects.filter(id=promotion.id, state=State.PENDING).update(
+    changed = Promotion.objects.filter(id=promotion.id, state=State.PENDING).update(
         state=state, decided_by=by, decided_at=now, decision_comment=comment, **fields
     )
+    if changed != 1:  # the row lock makes this unreachable; the condition is the second line
+        raise _conflict("This request was decided meanwhile; a decided request is final.")
     promotion.refresh_from_db()
 
 
