@@ -102,7 +102,8 @@ def facts_for(
 ) -> Facts:
     """Gather the facts in a fixed number of queries (about ten, whatever the history)."""
     now = now or timezone.now()
-    pipeline = version.pipeline
+    # Read afresh: the checklist is evaluated again at a decision, on rows that may have changed.
+    pipeline = Pipeline.objects.select_related("team", "owner").get(pk=version.pipeline_id)
     source = source_environment(target)
     facts = Facts(
         pipeline=pipeline,
