@@ -1,0 +1,131 @@
+"""Reads of promotions: the approvals queue, the nav badge and one request's page.
+
+Who may decide a request is the services' rule (an approver of the team or a platform admin,
+not the requester); these reads answer it for many rows at once without a query per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from pipelines.authoring.codegen import CodegenError
+from pipelines.core import access
+from pipelines.core.models import Membership
+from pipelines.deployments.selectors import NOT_COMPARED, version_diff
+from pipelines.deployments.services import render_for
+from pipelines.releases import checklist as readiness
+from pipelines.releases import services
+from pipelines.releases.models import Promotion
+
+QUEUE_ORDER = ["-requested_at", "-id"]
+# The queue's state filter: one state, or every state.
+QUEUE_STATES = (*Promotion.State.values, "all")
+
+
+def promotion_queryset(
+    *, state: str = Promotion.State.PENDING, environment: str = "", pipeline: str = ""
+) -> QuerySet[Promotion]:
+    """Requests in `state` ("all": any) into `environment` of `pipeline` (slugs; empty: any),
+    newest first, with what a queue row shows."""
+    rows = Promotion.objects.select_related(
+        "pipeline__team", "version", "environment", "source_environment", "requested_by"
+    )
+    if state != "all":
+        rows = rows.filter(state=state)
+    if environment:
+        rows = rows.filter(environment__slug=environment)
+    if pipeline:
+        rows = rows.filter(pipeline__slug=pipeline)
+    return rows.order_by(*QUEUE_ORDER)
+
+
+def approver_team_ids(user: object) -> set[int]:
+    """The teams whose promotions `user` approves (one query; none for a visitor)."""
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    return set(
+        Membership.objects.filter(user=user, role=Membership.Role.APPROVER).values_list(
+            "team_id", flat=True
+        )
+    )
+
+
+def may_decide(user: object, promotion: Promotion, approver_teams: set[int]) -> bool:
+    """Whether `user` may approve or reject `promotion` now (no query: `approver_teams` is
+    `approver_team_ids(user)`)."""
+    if not promotion.is_pending or promotion.requested_by_id == getattr(user, "pk", None):
+        return False
+    return access.is_platform_admin(user) or promotion.pipeline.team_id in approver_teams
+
+
+def promotion_pending_count(*, user: object) -> int:
+    """How many pending requests `user` may decide: the nav badge, in one query."""
+    if not getattr(user, "is_authenticated", False):
+        return 0
+    pending = Promotion.objects.filter(state=Promotion.State.PENDING).exclude(requested_by=user)
+    if not access.is_platform_admin(user):
+        teams = Membership.objects.filter(user=user, role=Membership.Role.APPROVER)
+        pending = pending.filter(pipeline__team_id__in=teams.values("team_id"))
+    return pending.count()
+
+
+def promotion_get(*, promotion_id: int) -> Promotion:
+    """The request with everything its page shows about it; 404 if there is none."""
+    return get_object_or_404(
+        Promotion.objects.select_related(
+            "pipeline__team",
+            "version",
+            "environment",
+            "source_environment",
+            "requested_by",
+            "decided_by",
+            "deployment__version",
+        ),
+        id=promotion_id,
+    )
+
+
+def promotion_diff(promotion: Promotion) -> dict[str, Any]:
+    """What approving changes in the target environment: the version running there now against
+    the requested one (spec field by field, the DAG as rendered there).
+
+    `first` when nothing runs there yet: the spec and the code are shown whole; `same` when
+    the requested version already runs there; `error` when a version no longer renders.
+    """
+    version, environment = promotion.version, promotion.environment
+    current = services.current_deployment(promotion.pipeline, environment)
+    diff: dict[str, Any] = {"current": current, "first": current is None, "same": False}
+    try:
+        if current is None:
+            spec = version.spec_json
+            diff["spec"] = [
+                {"field": key, "before": "", "after": spec[key]}
+                for key in sorted(spec.keys() - NOT_COMPARED)
+            ]
+            diff["source"] = render_for(version, environment).source
+        elif current.version_id == version.id:
+            diff["same"] = True
+        else:
+            diff |= version_diff(before=current.version, after=version, environment=environment)
+    except CodegenError as exc:
+        diff["error"] = f"The DAG does not render for {environment.name}: {exc}"
+    return diff
+
+
+def promotion_page(*, promotion: Promotion, user: object) -> dict[str, Any]:
+    """What /promotions/<id>/ shows: the request, its checklists, staleness, the diff."""
+    may = may_decide(user, promotion, approver_team_ids(user))
+    return {
+        "promotion": promotion,
+        "pipeline": promotion.pipeline,
+        "checklist_then": promotion.checklist,
+        "checklist_decided": promotion.decision_checklist,
+        "checklist_now": readiness.checklist(promotion.version, promotion.environment),
+        "stale": services.staleness(promotion) if promotion.is_pending else None,
+        "diff": promotion_diff(promotion),
+        "may_decide": may,
+        "is_requester": promotion.requested_by_id == getattr(user, "pk", None),
+    }
