@@ -539,3 +539,23 @@ def test_stale_worker_cannot_overwrite_the_newer_workers_result(version, dev, al
     assert Deployment.release(deployment.id, stale, error="late") is None
     deployment.refresh_from_db()
     assert (deployment.state, deployment.error) == (Deployment.State.DEPLOYED, "")
+
+
+def test_an_older_request_registering_after_a_newer_one_was_written_is_superseded(
+    pipeline, version, dev, alice, fake_airflow
+):
+    """Airflow may report the older file registered after the newer one was written: the older
+    request must not end deployed beside the newer one."""
+    spec2 = version.spec_json | {"description": "v2"}
+    version2 = PipelineVersion.objects.create(
+        pipeline=pipeline, number=2, spec_json=spec2, spec_sha256="x", created_by=alice
+    )
+    v1 = request(version, dev, alice)
+    token = Deployment.claim(v1.id)
+    Deployment.objects.filter(id=v1.id).update(state=Deployment.State.DEPLOYING)
+    v2 = request(version2, dev, alice)
+    Deployment.objects.filter(id=v2.id).update(state=Deployment.State.DEPLOYING)
+    v1.refresh_from_db()
+    deploy._registered(v1, token)
+    v1.refresh_from_db()
+    assert v1.state == Deployment.State.SUPERSEDED
