@@ -75,7 +75,7 @@ class PipelineAdmin(admin.ModelAdmin):
 
 @admin.register(models.PipelineVersion)
 class PipelineVersionAdmin(admin.ModelAdmin):
-    list_display = ["pipeline", "number", "created_by", "created_at"]
+    list_display = ["pipeline", "number", "template_version", "created_by", "created_at"]
     readonly_fields = [f.name for f in models.PipelineVersion._meta.fields]
 
 
@@ -92,6 +92,25 @@ class DeploymentAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(models.Promotion)
+class PromotionAdmin(admin.ModelAdmin):
+    """Read-only: a promotion is filed, approved, rejected and withdrawn only through the
+    releases service (four eyes, the checklist, the audit log), never by editing a row."""
+
+    list_display = ["pipeline", "version", "environment", "state", "requested_by", "decided_by"]
+    list_filter = ["state", "environment"]
+    readonly_fields = [f.name for f in models.Promotion._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
 

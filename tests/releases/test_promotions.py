@@ -278,3 +278,14 @@ def test_an_approved_version_is_a_rollback_target_even_if_its_deploy_failed(
     approved = releases.promotion_approve(promotion_id=promotion.id, by=bob)
     Deployment.objects.filter(id=approved.deployment_id).update(state=Deployment.State.FAILED)
     assert releases.rollback_targets(pipeline, stage) == [ready]
+
+
+def test_the_admin_shows_promotions_read_only(ready, envs, alice, admin_client):
+    promotion = file(ready, envs["stage"], alice)
+    url = f"/admin/pipelines/promotion/{promotion.id}/change/"
+    assert admin_client.get("/admin/pipelines/promotion/").status_code == 200
+    assert admin_client.get(url).status_code == 200
+    admin_client.post(url, {"state": "approved"})
+    assert Promotion.objects.get(id=promotion.id).state == State.PENDING
+    delete = admin_client.post(f"/admin/pipelines/promotion/{promotion.id}/delete/")
+    assert delete.status_code == 403
