@@ -18,6 +18,8 @@ from pipelines.alerts.models import Alert
 from pipelines.core.models import AuditEvent
 from pipelines.dashboards.selectors import ALERT_STATES, HEALTH_SORTS, HealthFilters
 from pipelines.monitoring.models import Verdict
+from pipelines.releases.models import Promotion
+from pipelines.releases.selectors import QUEUE_STATES
 
 # A keyset token is opaque; a longer one is not one of ours (keyset_page ignores forged ones).
 TOKEN_MAX = 1000
@@ -135,5 +137,20 @@ class AuditFilterForm(ListFilterForm):
         "actor": "",
         "action": "",
         "environment": "",
+        **ListFilterForm.defaults,
+    }
+
+
+class PromotionFilterForm(ListFilterForm):
+    """Filters of the approvals queue and GET /api/v1/promotions."""
+
+    state = _choice(list(QUEUE_STATES), empty=True)
+    environment = _slug()
+    pipeline = _slug()
+
+    defaults: ClassVar[dict[str, Any]] = {
+        "state": Promotion.State.PENDING,
+        "environment": "",
+        "pipeline": "",
         **ListFilterForm.defaults,
     }
