@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pipelines.web import views
+from pipelines.web import approvals, views
 
 app_name = "pipelines"
 
@@ -14,6 +14,21 @@ urlpatterns = [
     path("health/ownership/", views.ownership, name="ownership"),
     path("health/alerts/", views.alert_list, name="alerts"),
     path("audit/", views.audit_log, name="audit"),
+    path("approvals/", approvals.approval_queue, name="approvals"),
+    path("promotions/<int:promotion_id>/", approvals.promotion_detail, name="promotion"),
+    path(
+        "promotions/<int:promotion_id>/approve",
+        approvals.promotion_approve,
+        name="promotion-approve",
+    ),
+    path(
+        "promotions/<int:promotion_id>/reject", approvals.promotion_reject, name="promotion-reject"
+    ),
+    path(
+        "promotions/<int:promotion_id>/withdraw",
+        approvals.promotion_withdraw,
+        name="promotion-withdraw",
+    ),
     path("pipelines/new/", views.pipeline_create, name="create"),
     path("pipelines/new/schedule", views.schedule_explain, name="schedule-explain"),
     path("pipelines/new/columns", views.source_columns, name="source-columns"),

@@ -1,0 +1,161 @@
+"""The approvals queue and one promotion's page, where approvers decide and requesters withdraw.
+
+Decisions are plain form posts to the releases services. A refusal (ReleaseError) renders the
+promotion's page again with the message and the service's status: 403 for someone who may not
+decide, 409 for a decided or stale request, 422 for a missing or overlong comment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from pipelines.dashboards.forms import PromotionFilterForm
+from pipelines.dashboards.selectors import keyset_page
+from pipelines.deployments.models import Environment
+from pipelines.releases import selectors
+from pipelines.releases import services as releases
+from pipelines.releases.models import Promotion
+
+COMMENT_MAX = 500  # Promotion.decision_comment
+
+
+class DecisionForm(forms.Form):
+    """The comment of an approval or a rejection (the service says whether one is required)."""
+
+    comment = forms.CharField(
+        required=False,
+        max_length=COMMENT_MAX,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={
+            "max_length": "Keep the comment to %(limit_value)d characters or fewer "
+            "(it has %(show_value)d)."
+        },
+    )
+
+
+@require_GET
+@login_required
+def approval_queue(request: HttpRequest) -> HttpResponse:
+    """Promotions by state (pending unless asked) and environment, newest first, each saying
+    whether the viewer may decide it."""
+    form = PromotionFilterForm(request.GET)
+    values = form.values
+    filters = {name: values[name] for name in ("state", "environment", "pipeline")}
+    page = keyset_page(
+        selectors.promotion_queryset(**filters),
+        selectors.QUEUE_ORDER,
+        query=filters,
+        page=str(values["page"]),
+        after=values["after"],
+        before=values["before"],
+    )
+    teams = selectors.approver_team_ids(request.user)
+    context = {
+        "form": form,
+        "filters": filters,
+        "page": page,
+        "rows": [(p, selectors.may_decide(request.user, p, teams)) for p in page.object_list],
+        "states": selectors.QUEUE_STATES,
+        "environments": Environment.objects.filter(requires_approval=True).order_by("order"),
+    }
+    return render(request, "pipelines/approvals.html", context)
+
+
+def _page(
+    request: HttpRequest,
+    promotion: Promotion,
+    *,
+    status: int = 200,
+    error: str = "",
+    posted: dict[str, DecisionForm] | None = None,
+) -> HttpResponse:
+    posted = posted or {}
+    context = selectors.promotion_page(promotion=promotion, user=request.user) | {
+        "error": error,
+        "approve_form": posted.get("approve") or DecisionForm(auto_id="approve_%s"),
+        "reject_form": posted.get("reject") or DecisionForm(auto_id="reject_%s"),
+    }
+    return render(request, "pipelines/promotion.html", context, status=status)
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+def promotion_detail(request: HttpRequest, promotion_id: int) -> HttpResponse:
+    """The request, its checklists, and what approving would change; htmx polls the
+    deployment's state alone."""
+    promotion = selectors.promotion_get(promotion_id=promotion_id)
+    if request.htmx:
+        return render(request, "pipelines/_approval_deployment.html", {"promotion": promotion})
+    return _page(request, promotion)
+
+
+def _decide(
+    request: HttpRequest,
+    promotion_id: int,
+    action: str,
+    decide: Callable[[str], Promotion],
+    done: str,
+) -> HttpResponse:
+    """Call `decide(comment)`; on success say `done` and show the page, on a refusal render the
+    page with the reason and the refusal's status."""
+    form = DecisionForm(request.POST, auto_id=f"{action}_%s")
+    status, error = 422, ""
+    if form.is_valid():
+        try:
+            decide(form.cleaned_data["comment"])
+        except releases.ReleaseError as exc:
+            if exc.status == 404:
+                raise Http404(exc.message) from None
+            status = exc.status
+            if exc.field == "comment":
+                form.add_error("comment", exc.message)
+            else:
+                error = exc.message
+        else:
+            messages.success(request, done)
+            return redirect("pipelines:promotion", promotion_id=promotion_id)
+    promotion = selectors.promotion_get(promotion_id=promotion_id)
+    return _page(request, promotion, status=status, error=error, posted={action: form})
+
+
+@require_POST
+@login_required
+def promotion_approve(request: HttpRequest, promotion_id: int) -> HttpResponse:
+    def approve(comment: str) -> Promotion:
+        return releases.promotion_approve(
+            promotion_id=promotion_id, by=request.user, comment=comment
+        )
+
+    done = "Approved: the version is being deployed; its state shows below."
+    return _decide(request, promotion_id, "approve", approve, done)
+
+
+@require_POST
+@login_required
+def promotion_reject(request: HttpRequest, promotion_id: int) -> HttpResponse:
+    def reject(comment: str) -> Promotion:
+        return releases.promotion_reject(
+            promotion_id=promotion_id, by=request.user, comment=comment
+        )
+
+    done = "Rejected: the requester is told why."
+    return _decide(request, promotion_id, "reject", reject, done)
+
+
+@require_POST
+@login_required
+def promotion_withdraw(request: HttpRequest, promotion_id: int) -> HttpResponse:
+    def withdraw(_comment: str) -> Promotion:
+        return releases.promotion_withdraw(promotion_id=promotion_id, by=request.user)
+
+    done = "Withdrawn: file a new request when the version is ready again."
+    return _decide(request, promotion_id, "withdraw", withdraw, done)
