@@ -295,6 +295,8 @@ class VersionOut(Schema):
     created_at: datetime
     change_note: str
     spec_sha256: str
+    template: str = Field(description="The codegen template release it is rendered with.")
+    template_current: bool = Field(description="False: Upgrade makes a version on the current one.")
 
 
 class SpecChangeOut(Schema):
@@ -411,6 +413,8 @@ def version_list(request: HttpRequest, slug: str) -> Any:
             "created_at": v.created_at,
             "change_note": v.change_note,
             "spec_sha256": v.spec_sha256,
+            "template": v.template_label,
+            "template_current": v.template_is_current,
         }
         for v in pipeline.versions.select_related("created_by").order_by("-number")
     ]
@@ -701,3 +705,7 @@ def audit_list(
     return filtered_page(
         request, form, lambda filters: audit_selectors.audit_queryset(**filters), audit_out
     )
+
+
+# Promotions, rollback, upgrade, checklist: their own module, which builds on the helpers above.
+api.add_router("", "pipelines.api.releases.router")

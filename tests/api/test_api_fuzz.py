@@ -28,7 +28,7 @@ from pipelines.authoring.forms import PipelineForm
 from pipelines.authoring.services import pipeline_create
 from pipelines.core.tokens import token_create
 from pipelines.deployments import services as deploy
-from pipelines.models import Alert, Deployment, Pipeline, RunRequest
+from pipelines.models import Alert, Deployment, Pipeline, Promotion, RunRequest
 from tests.conftest import form_data, make_health, pipeline_payload
 
 MAX_EXAMPLES = 30  # per operation: about 12 s for the whole API
@@ -58,7 +58,8 @@ def wsgi_app() -> Iterator[Any]:
 
 @pytest.fixture
 def known(alice, team, orders, environments, fake_airflow) -> dict[str, Any]:
-    """A deployed pipeline with a run, a health row and an open alert: things to find."""
+    """A deployed pipeline with a run, a health row, an open alert and a pending promotion:
+    things to find."""
     form = PipelineForm(form_data(), user=alice)
     assert form.is_valid(), form.errors
     pipeline: Pipeline = pipeline_create(spec=form.spec, by=alice)
@@ -94,11 +95,20 @@ def known(alice, team, orders, environments, fake_airflow) -> dict[str, Any]:
         opened_at=now,
         last_seen_at=now,
     )
+    promotion = Promotion.objects.create(
+        pipeline=pipeline,
+        version=version,
+        environment=environments["stage"],
+        reason="Fuzz.",
+        checklist=[],
+        requested_by=alice,
+    )
     return {
         "slug": pipeline.slug,
         "number": version.number,
         "deployment_id": deployment.id,
         "run_id": run.id,
+        "promotion_id": promotion.id,
     }
 
 
