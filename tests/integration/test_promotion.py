@@ -10,7 +10,7 @@ rule needs (a version may return to stage only if it ran or was approved there):
    there and the health sync makes the readiness checklist pass; promoted and approved the same
    way;
 3. stage's DAG file holds version 2 with stage's connection and schema, and a run in stage
-   writes to stage's schema only (dev's table is byte for byte what it was);
+   writes to stage's schema only (dev's rows are not even rewritten: their xmin is unchanged);
 4. stage rolls back to version 1 without a new approval; Airflow registers version 1's file
    and the version 2 deployment is superseded. The audit log names who did each step.
 
