@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,11 +13,12 @@ from urllib.parse import urlencode
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator  # noqa: F401  (api.py pages with it)
-from django.db.models import Count, F, Prefetch, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from pipelines.alerts.models import Alert
+from pipelines.authoring import codegen
 from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.catalog.models import SourceTable
 from pipelines.core import schedule
@@ -25,6 +27,7 @@ from pipelines.core.models import Membership, Team
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring import health
 from pipelines.monitoring.models import PipelineHealth, RunRecord, SlaMiss, Verdict
+from pipelines.releases.models import Promotion
 from pipelines.runs.models import RunRequest
 
 
@@ -53,7 +56,7 @@ def pipeline_list() -> list[dict[str, Any]]:
 
 
 def pipeline_detail(*, slug: str) -> dict[str, Any]:
-    """Everything the pipeline page shows."""
+    """Everything the pipeline page shows (seven queries, whatever the history)."""
     pipeline = get_object_or_404(
         Pipeline.objects.select_related("team", "owner", "source_table__database").prefetch_related(
             Prefetch(
@@ -70,10 +73,6 @@ def pipeline_detail(*, slug: str) -> dict[str, Any]:
         .select_related("version", "environment", "requested_by")
         .order_by("-requested_at")
     )
-    current = {}
-    for d in sorted(deployments, key=lambda d: (d.requested_at, d.id)):  # REQUEST_ORDER
-        if d.state != Deployment.State.SUPERSEDED:
-            current[d.environment_id] = d
     run_list = list(
         RunRequest.objects.filter(pipeline=pipeline)
         .select_related("environment", "requested_by")
@@ -85,11 +84,152 @@ def pipeline_detail(*, slug: str) -> dict[str, Any]:
         "spec": versions[0].spec,
         "versions": versions,
         "environments": environments,
-        "env_rows": [(e, current.get(e.id)) for e in environments],
+        "panels": environment_panels(pipeline, versions, environments, deployments),
+        "current_template": codegen.template_label(codegen.TEMPLATE_VERSION),
         "deployments": deployments,
         "any_deploying": any(d.is_active for d in deployments),
         "runs": run_list,
         "any_running": any(r.is_active for r in run_list),
+    }
+
+
+@dataclass(frozen=True)
+class EnvironmentPanel:
+    """One environment's column on the pipeline page."""
+
+    environment: Environment
+    latest: PipelineVersion
+    shown: Deployment | None  # the newest request no newer one superseded, in any state
+    running: Deployment | None  # what runs there now: releases.services.current_deployment
+    health: PipelineHealth | None
+    pending: Promotion | None
+    rollback_targets: list[PipelineVersion]  # releases.services.rollback_targets, newest first
+
+    @property
+    def deploy_latest(self) -> bool:
+        """Whether the Deploy button for the newest version makes sense here."""
+        shown = self.shown
+        return not self.environment.requires_approval and (
+            shown is None
+            or shown.version_id != self.latest.id
+            or shown.state == Deployment.State.FAILED
+        )
+
+    @property
+    def promote_latest(self) -> bool:
+        """Whether to offer "Promote vN…": approval needed, none pending, not there already."""
+        running = self.running
+        return (
+            self.environment.requires_approval
+            and self.pending is None
+            and (running is None or running.version_id != self.latest.id)
+        )
+
+    @property
+    def diff_from(self) -> PipelineVersion | None:
+        """The version running here when it is not the newest ("What would change" from it)."""
+        running = self.running
+        return running.version if running and running.version_id != self.latest.id else None
+
+
+def environment_panels(
+    pipeline: Pipeline,
+    versions: list[PipelineVersion],
+    environments: list[Environment],
+    deployments: list[Deployment],
+) -> list[EnvironmentPanel]:
+    """One panel per environment, in order, in two queries whatever the number of environments
+    and versions (health rows, promotions); `deployments` are all of the pipeline's, loaded.
+
+    The rollback targets follow releases.services.rollback_targets (which asks per
+    environment): versions that ran there or were approved there, except the one running.
+    """
+    health = {h.environment_id: h for h in PipelineHealth.objects.filter(pipeline=pipeline)}
+    promotions = list(
+        Promotion.objects.filter(
+            pipeline=pipeline, state__in=(Promotion.State.PENDING, Promotion.State.APPROVED)
+        ).select_related("version", "requested_by")
+    )
+    pending = {p.environment_id: p for p in promotions if p.is_pending}
+    allowed: dict[int, set[int]] = defaultdict(set)
+    for p in promotions:
+        if p.state == Promotion.State.APPROVED:
+            allowed[p.environment_id].add(p.version_id)
+    shown: dict[int, Deployment] = {}
+    running: dict[int, Deployment] = {}
+    for d in sorted(deployments, key=lambda d: (d.requested_at, d.id)):  # REQUEST_ORDER
+        if d.state != Deployment.State.SUPERSEDED:
+            shown[d.environment_id] = d
+        if d.state == Deployment.State.DEPLOYED:
+            running[d.environment_id] = d
+        if d.registered_at is not None:
+            allowed[d.environment_id].add(d.version_id)
+    panels = []
+    for env in environments:
+        now = running.get(env.id)
+        targets = [
+            v
+            for v in versions  # newest first
+            if v.id in allowed[env.id] and (now is None or v.id != now.version_id)
+        ]
+        panels.append(
+            EnvironmentPanel(
+                environment=env,
+                latest=versions[0],
+                shown=shown.get(env.id),
+                running=now,
+                health=health.get(env.id),
+                pending=pending.get(env.id),
+                rollback_targets=targets,
+            )
+        )
+    return panels
+
+
+def upgrades_list(*, user: object) -> dict[str, Any]:
+    """Pipelines whose newest version is not on the current template, with where each runs
+    (four queries, whatever the number of pipelines)."""
+    release, sha256 = codegen.current_template()
+    newest = (
+        PipelineVersion.objects.filter(pipeline=OuterRef("pipeline"))
+        .order_by("-number")
+        .values("number")[:1]
+    )
+    stale = list(
+        PipelineVersion.objects.annotate(newest=Subquery(newest))
+        .filter(number=F("newest"))
+        .exclude(template_version=release, template_sha256=sha256)
+        .select_related("pipeline__team", "pipeline__owner")
+        .order_by("pipeline__team__name", "pipeline__slug")
+    )
+    environments = list(Environment.objects.order_by("order"))
+    runs: dict[int, dict[int, Deployment]] = defaultdict(dict)
+    deployed = (
+        Deployment.objects.deployed()
+        .filter(version__pipeline__in=[v.pipeline_id for v in stale])
+        .select_related("version")
+        .in_request_order()
+    )
+    for d in deployed:
+        runs[d.version.pipeline_id][d.environment_id] = d
+    teams = (
+        set(Membership.objects.filter(user=user).values_list("team_id", flat=True))
+        if getattr(user, "is_authenticated", False)
+        else set()
+    )
+    rows = [
+        {
+            "pipeline": v.pipeline,
+            "version": v,
+            "runs": [(e, runs[v.pipeline_id].get(e.id)) for e in environments],
+            "can_upgrade": v.pipeline.team_id in teams,
+        }
+        for v in stale
+    ]
+    return {
+        "rows": rows,
+        "environments": environments,
+        "current_label": codegen.template_label(release),
     }
 
 

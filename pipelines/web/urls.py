@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pipelines.web import approvals, views
+from pipelines.web import approvals, releases, views
 
 app_name = "pipelines"
 
@@ -41,6 +41,15 @@ urlpatterns = [
     path("pipelines/<slug:slug>/health", views.pipeline_health, name="pipeline-health"),
     path("pipelines/<slug:slug>/versions/<int:number>/dag", views.dag_source, name="dag-source"),
     path("pipelines/<slug:slug>/edit/", views.pipeline_edit, name="edit"),
+    path("pipelines/<slug:slug>/promote/", releases.promote, name="promote"),
+    path(
+        "pipelines/<slug:slug>/promote/checklist",
+        releases.promote_checklist,
+        name="promote-checklist",
+    ),
+    path("pipelines/<slug:slug>/rollback/", releases.rollback, name="rollback"),
+    path("pipelines/<slug:slug>/upgrade/", releases.upgrade, name="upgrade"),
+    path("upgrades/", releases.upgrades, name="upgrades"),
     path(
         "pipelines/<slug:slug>/versions/<int:a>/diff/<int:b>/",
         views.version_diff,
