@@ -595,8 +595,8 @@ def _run_chart(runs: list, sla_minutes: int | None) -> dict:
                 "w": round(max(width - 2, 1), 1),
                 "h": round(h, 1),
                 "state": r.state,
-                "title": f"{r.dag_run_id}: {r.state}, "
-                f"{(r.duration_s or 0):.0f} s, queued {r.queued_at:%Y-%m-%d %H:%M} UTC",
+                "title": f"{r.dag_run_id}: {r.state}, {(r.duration_s or 0):.0f} s, "
+                + (f"queued {r.queued_at:%Y-%m-%d %H:%M} UTC" if r.queued_at else "not queued"),
             }
         )
     sla_y = round(CHART_H - sla_s / top * CHART_H, 1) if sla_s else None

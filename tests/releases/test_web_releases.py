@@ -8,7 +8,6 @@ import re
 import pytest
 from django.contrib.messages import get_messages
 from django.db import connection
-from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -17,7 +16,7 @@ from pipelines.authoring import services as authoring
 from pipelines.authoring.forms import PipelineForm
 from pipelines.core.models import AuditEvent
 from pipelines.dashboards import selectors
-from pipelines.models import Deployment, PipelineHealth, PipelineVersion, Promotion, RunRecord
+from pipelines.models import Deployment, PipelineHealth, PipelineVersion, Promotion
 from pipelines.releases import services as releases
 from tests.conftest import form_data, make_environment, make_health
 from tests.releases.conftest import edit, make_ready, mark_deployed
@@ -39,9 +38,6 @@ def cell(html: str, element_id: str) -> str:
 
 
 def page(client, pipeline) -> str:
-    # The conftest's runs have no queued_at, which the page's run chart cannot show yet
-    # (dashboards.selectors._run_chart formats it unguarded): give them the start time.
-    RunRecord.objects.filter(queued_at__isnull=True).update(queued_at=F("start_date"))
     response = client.get(pipeline.get_absolute_url())
     assert response.status_code == 200
     return response.content.decode()
