@@ -6,6 +6,7 @@ not the requester); these reads answer it for many rows at once without a query 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.db.models import QuerySet
@@ -88,6 +89,11 @@ def promotion_get(*, promotion_id: int) -> Promotion:
     )
 
 
+def _shown(value: Any) -> str:
+    """A spec value as the version diff shows it (JSON, strings as they are)."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def promotion_diff(promotion: Promotion) -> dict[str, Any]:
     """What approving changes in the target environment: the version running there now against
     the requested one (spec field by field, the DAG as rendered there).
@@ -102,7 +108,7 @@ def promotion_diff(promotion: Promotion) -> dict[str, Any]:
         if current is None:
             spec = version.spec_json
             diff["spec"] = [
-                {"field": key, "before": "", "after": spec[key]}
+                {"field": key, "before": "", "after": _shown(spec[key])}
                 for key in sorted(spec.keys() - NOT_COMPARED)
             ]
             diff["source"] = render_for(version, environment).source

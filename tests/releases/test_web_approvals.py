@@ -208,6 +208,9 @@ def test_page_shows_the_request_the_checklists_and_a_first_deployment(client, bo
     assert html.count("Owner set, active and in the team") == 2
     assert "First deployment" in html
     assert "dag_id" in page.context["diff"]["source"]
+    assert {"field": "primary_key", "before": "", "after": '["order_id"]'} in page.context["diff"][
+        "spec"
+    ]
     assert 'action="{}"'.format(reverse("pipelines:promotion-approve", args=[filed.id])) in html
     assert "Withdraw" not in html
 
