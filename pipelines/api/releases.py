@@ -14,8 +14,6 @@ from typing import Any
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
-from pydantic import field_validator
-from pydantic_core import PydanticCustomError
 
 from pipelines.api.v1 import (
     DeploymentOut,
@@ -32,13 +30,10 @@ from pipelines.dashboards.forms import PromotionFilterForm
 from pipelines.deployments.models import Environment
 from pipelines.releases import checklist as readiness
 from pipelines.releases import selectors, services
-from pipelines.releases.forms import REASON_MAX, PromotionForm
+from pipelines.releases.forms import COMMENT_MAX, REASON_MAX, DecisionForm, PromotionForm
 from pipelines.releases.models import Promotion
 
 router = Router(tags=["releases"])
-
-# The column's width: a longer comment is a 422 on its field, never a database error.
-COMMENT_MAX = Promotion._meta.get_field("decision_comment").max_length
 
 
 # --- What the API reads ----------------------------------------------------------------------
@@ -61,18 +56,6 @@ class DecisionIn(Schema):
         description="Optional when approving; required when rejecting (the requester reads it).",
         json_schema_extra={"maxLength": COMMENT_MAX},
     )
-
-    @field_validator("comment")
-    @classmethod
-    def fits(cls, comment: str) -> str:
-        """The decision form's sentence for a comment that is too long."""
-        if len(comment) > COMMENT_MAX:
-            raise PydanticCustomError(
-                "string_too_long",
-                "Keep the comment to {limit} characters or fewer (it has {length}).",
-                {"limit": COMMENT_MAX, "length": len(comment)},
-            )
-        return comment
 
 
 class RollbackIn(Schema):
@@ -274,7 +257,10 @@ def decided(promotion: Promotion) -> dict[str, Any]:
 def promotion_approve(
     request: HttpRequest, promotion_id: int, payload: DecisionIn | None = None
 ) -> Any:
-    comment = payload.comment if payload else ""
+    form = DecisionForm({"comment": payload.comment if payload else ""})
+    if not form.is_valid():  # the page's form: the same sentence for an overlong comment
+        return Status(422, {"errors": form_errors(form)})
+    comment = form.cleaned_data["comment"]
     try:
         promotion = services.promotion_approve(
             promotion_id=promotion_id, by=request.user, comment=comment
@@ -292,7 +278,10 @@ def promotion_approve(
 def promotion_reject(
     request: HttpRequest, promotion_id: int, payload: DecisionIn | None = None
 ) -> Any:
-    comment = payload.comment if payload else ""
+    form = DecisionForm({"comment": payload.comment if payload else ""})
+    if not form.is_valid():
+        return Status(422, {"errors": form_errors(form)})
+    comment = form.cleaned_data["comment"]
     try:
         promotion = services.promotion_reject(
             promotion_id=promotion_id, by=request.user, comment=comment

@@ -14,7 +14,8 @@ from pipelines.deployments.services import render_for
 NOT_COMPARED = frozenset({"format"})
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
+    """A spec value as a diff shows it (JSON, strings as they are)."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
@@ -28,7 +29,7 @@ def version_diff(
     """
     a, b = before.spec_json, after.spec_json
     spec = [
-        {"field": key, "before": _shown(a.get(key)), "after": _shown(b.get(key))}
+        {"field": key, "before": shown_value(a.get(key)), "after": shown_value(b.get(key))}
         for key in sorted((a.keys() | b.keys()) - NOT_COMPARED)
         if a.get(key) != b.get(key)
     ]

@@ -76,3 +76,20 @@ class PromotionForm(forms.Form):
         each None when it names none of the choices. No validation, no queries."""
         slug, number = self["environment"].value(), self["version"].value()
         return self.environments.get(str(slug or "")), self.versions.get(str(number or ""))
+
+
+COMMENT_MAX = 500  # Promotion.decision_comment (a longer one: a field error, not a DB error)
+
+
+class DecisionForm(forms.Form):
+    """The comment of an approval or a rejection (the service says whether one is required)."""
+
+    comment = forms.CharField(
+        required=False,
+        max_length=COMMENT_MAX,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={
+            "max_length": "Keep the comment to %(limit_value)d characters or fewer "
+            "(it has %(show_value)d)."
+        },
+    )

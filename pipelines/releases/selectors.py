@@ -6,16 +6,17 @@ not the requester); these reads answer it for many rows at once without a query 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from pipelines.authoring.codegen import CodegenError
+from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.core import access
 from pipelines.core.models import Membership
-from pipelines.deployments.selectors import NOT_COMPARED, version_diff
+from pipelines.deployments.models import Environment
+from pipelines.deployments.selectors import NOT_COMPARED, shown_value, version_diff
 from pipelines.deployments.services import render_for
 from pipelines.releases import checklist as readiness
 from pipelines.releases import services
@@ -89,26 +90,22 @@ def promotion_get(*, promotion_id: int) -> Promotion:
     )
 
 
-def _shown(value: Any) -> str:
-    """A spec value as the version diff shows it (JSON, strings as they are)."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+def environment_change(
+    pipeline: Pipeline, version: PipelineVersion, environment: Environment
+) -> dict[str, Any]:
+    """What deploying `version` changes in `environment`: the version running there now
+    against it (spec field by field, the DAG as rendered there).
 
-
-def promotion_diff(promotion: Promotion) -> dict[str, Any]:
-    """What approving changes in the target environment: the version running there now against
-    the requested one (spec field by field, the DAG as rendered there).
-
-    `first` when nothing runs there yet: the spec and the code are shown whole; `same` when
-    the requested version already runs there; `error` when a version no longer renders.
+    `first` when nothing runs there yet (the spec and the code are shown whole); `same` when
+    `version` already runs there; `error` when a version no longer renders.
     """
-    version, environment = promotion.version, promotion.environment
-    current = services.current_deployment(promotion.pipeline, environment)
+    current = services.current_deployment(pipeline, environment)
     diff: dict[str, Any] = {"current": current, "first": current is None, "same": False}
     try:
         if current is None:
             spec = version.spec_json
             diff["spec"] = [
-                {"field": key, "before": "", "after": _shown(spec[key])}
+                {"field": key, "before": "", "after": shown_value(spec[key])}
                 for key in sorted(spec.keys() - NOT_COMPARED)
             ]
             diff["source"] = render_for(version, environment).source
@@ -119,6 +116,11 @@ def promotion_diff(promotion: Promotion) -> dict[str, Any]:
     except CodegenError as exc:
         diff["error"] = f"The DAG does not render for {environment.name}: {exc}"
     return diff
+
+
+def promotion_diff(promotion: Promotion) -> dict[str, Any]:
+    """What approving `promotion` changes in its target environment."""
+    return environment_change(promotion.pipeline, promotion.version, promotion.environment)
 
 
 def promotion_page(*, promotion: Promotion, user: object) -> dict[str, Any]:

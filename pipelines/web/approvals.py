@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -22,23 +21,8 @@ from pipelines.dashboards.selectors import keyset_page
 from pipelines.deployments.models import Environment
 from pipelines.releases import selectors
 from pipelines.releases import services as releases
+from pipelines.releases.forms import DecisionForm
 from pipelines.releases.models import Promotion
-
-COMMENT_MAX = 500  # Promotion.decision_comment
-
-
-class DecisionForm(forms.Form):
-    """The comment of an approval or a rejection (the service says whether one is required)."""
-
-    comment = forms.CharField(
-        required=False,
-        max_length=COMMENT_MAX,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        error_messages={
-            "max_length": "Keep the comment to %(limit_value)d characters or fewer "
-            "(it has %(show_value)d)."
-        },
-    )
 
 
 @require_GET

@@ -13,12 +13,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pipelines.authoring import services as authoring
-from pipelines.authoring.codegen import CodegenError
 from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.dashboards import selectors
-from pipelines.deployments import selectors as deploy_selectors
 from pipelines.deployments.models import Environment
 from pipelines.releases import checklist as readiness
+from pipelines.releases import selectors as release_selectors
 from pipelines.releases import services as releases
 from pipelines.releases.forms import PromotionForm
 from pipelines.web.views import _editable
@@ -28,25 +27,6 @@ def _version(pipeline: Pipeline, raw: str) -> PipelineVersion:
     """The version a form names by number; 404 for anything else (not a number: not a 500)."""
     number = int(raw) if raw.isascii() and raw.isdigit() else 0
     return get_object_or_404(pipeline.versions, number=number)
-
-
-def _what_changes(
-    pipeline: Pipeline, version: PipelineVersion, environment: Environment
-) -> dict[str, Any]:
-    """What runs in `environment` now against `version`: the spec rows of the version diff."""
-    current = releases.current_deployment(pipeline, environment)
-    change: dict[str, Any] = {"current": current}
-    if current is None or current.version_id == version.id:
-        return change
-    try:
-        diff = deploy_selectors.version_diff(
-            before=current.version, after=version, environment=environment
-        )
-    except CodegenError as exc:
-        change["error"] = f"The DAG does not render for {environment.name}: {exc}"
-    else:
-        change["spec"] = diff["spec"]
-    return change
 
 
 def _checklist_context(pipeline: Pipeline, form: PromotionForm) -> dict[str, Any]:
@@ -63,7 +43,7 @@ def _checklist_context(pipeline: Pipeline, form: PromotionForm) -> dict[str, Any
         "items": items,
         "blocking": readiness.blocking_failures(items),
         "source": readiness.source_environment(environment),
-        "change": _what_changes(pipeline, version, environment),
+        "change": release_selectors.environment_change(pipeline, version, environment),
     }
 
 
