@@ -22,6 +22,7 @@ import psycopg
 import pytest
 import redis
 from django.conf import settings
+from playwright.sync_api import sync_playwright
 
 from orchestrator.local import REPO, LocalAirflow, sqlite_conn_uri
 from pipelines.catalog.services import source_register
@@ -239,3 +240,32 @@ def warehouse(request, airflow, worker, alice):
     url = f"sqlite:///{IT_DIR / 'source.sqlite3'}" if kind == "sqlite" else pg_url(PG_SOURCE)
     source_register(name="shop", url=url, conn_id=f"it_source_{kind}", tables=["orders"])
     return kind
+
+
+# --- the browser (Debian's chromium driven by Playwright) -------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / ".data" / "screenshots"
+# Without the background-networking flags Chromium keeps dialling Google, which this machine's
+# closed network refuses.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture
+def browser_page():
+    assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs Debian's chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            yield page
+        finally:
+            browser.close()

@@ -9,45 +9,21 @@ dev → stage run is tests/integration/test_promotion.py's.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from django.db import transaction
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from pipelines.authoring import services as authoring
 from pipelines.authoring.forms import PipelineForm
 from pipelines.catalog.services import source_register
 from pipelines.models import Team
 from tests.conftest import form_data, make_environment
-from tests.integration.conftest import DEPLOY_TIMEOUT, IT_DIR, dags_folder, unique
+from tests.integration.conftest import DEPLOY_TIMEOUT, IT_DIR, SCREENSHOTS, dags_folder, unique
 from tests.releases.conftest import make_ready
 
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / ".data" / "screenshots"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 STAGE_PREFIX = "it_promo_stage__"
-
-
-@pytest.fixture
-def browser_page():
-    assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs Debian's chromium"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            yield page
-        finally:
-            browser.close()
 
 
 @pytest.fixture
