@@ -79,8 +79,18 @@ class PipelineVersionAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in models.PipelineVersion._meta.fields]
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that only a service writes (its checks, its outbox, its audit event)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(models.Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(ReadOnlyAdmin):
     """Read-only: the deployed code is exactly what the portal rendered, and deploys go through
     the deploy service (its checks, its outbox), never through an edited row."""
 
@@ -88,27 +98,15 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_filter = ["state", "environment"]
     readonly_fields = [f.name for f in models.Deployment._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 @admin.register(models.Promotion)
-class PromotionAdmin(admin.ModelAdmin):
+class PromotionAdmin(ReadOnlyAdmin):
     """Read-only: a promotion is filed, approved, rejected and withdrawn only through the
     releases service (four eyes, the checklist, the audit log), never by editing a row."""
 
     list_display = ["pipeline", "version", "environment", "state", "requested_by", "decided_by"]
     list_filter = ["state", "environment"]
     readonly_fields = [f.name for f in models.Promotion._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

@@ -121,6 +121,16 @@ class DeploymentQuerySet(models.QuerySet):
         newer request superseded (pending, deploying, deployed or failed)."""
         return self.exclude(state="superseded")
 
+    def running(self, pipeline: object, environment: object) -> Deployment | None:
+        """What runs in `environment` now: the newest deployed request of `pipeline` there."""
+        return (
+            self.deployed()
+            .filter(version__pipeline=pipeline, environment=environment)
+            .select_related("version")
+            .in_request_order()
+            .last()
+        )
+
     def in_request_order(self) -> DeploymentQuerySet:
         """Oldest request first. A rollback asks again for an older version, so "newest" is
         the newest *request* (REQUEST_ORDER), never the highest version number."""

@@ -69,13 +69,7 @@ def _portal(pipeline: Pipeline) -> str:
 
 def current_deployment(pipeline: Pipeline, environment: Environment) -> Deployment | None:
     """What runs in `environment` now (the newest deployed request), if anything."""
-    return (
-        Deployment.objects.deployed()
-        .filter(version__pipeline=pipeline, environment=environment)
-        .select_related("version")
-        .in_request_order()
-        .last()
-    )
+    return Deployment.objects.running(pipeline, environment)
 
 
 def _refuse_unless_member(user: object, pipeline: Pipeline) -> None:

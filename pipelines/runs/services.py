@@ -54,14 +54,8 @@ class RunError(Exception):
 
 
 def deployment_for(*, pipeline: Pipeline, environment: Environment) -> Deployment | None:
-    """Return the newest deployed version of `pipeline` in `environment`, if any."""
-    return (
-        Deployment.objects.deployed()
-        .filter(version__pipeline=pipeline, environment=environment)
-        .select_related("version")
-        .in_request_order()
-        .last()
-    )
+    """Return the deployment that runs `pipeline` in `environment` now, if any."""
+    return Deployment.objects.running(pipeline, environment)
 
 
 def partition_range(*, spec: PipelineSpec, now: datetime) -> tuple[datetime, datetime]:
