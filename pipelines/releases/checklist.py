@@ -307,13 +307,16 @@ def fresh(f: Facts) -> tuple[bool, str]:
     h = f.source_health
     if h is None:
         return False, f"No health computed in {_src(f)} yet (the sync has not seen it)."
+    if h.latest_loaded_partition is None:
+        return False, f"No partition is loaded in {_src(f)} yet."
     lag = h.freshness_lag_partitions
     if lag and lag > 0:
         return (
             False,
             f"{_src(f)} is {lag} partition(s) behind ({h.freshness_lag_hours or 0:.1f} h).",
         )
-    return True, f"Up to date in {_src(f)} (newest partition {_when(h.latest_loaded_partition)})."
+    newest = schedule.format_partition(h.latest_loaded_partition, f.spec.partition_grain)
+    return True, f"Up to date in {_src(f)}: the newest partition, {newest}, is loaded."
 
 
 @check("no_page_alert", "No open page-severity alert in the source environment")

@@ -107,7 +107,12 @@ def make_ready(version: Any, source: Environment, by: Any) -> Deployment:
     from pipelines.models import PipelineHealth
 
     PipelineHealth.objects.filter(pipeline=version.pipeline, environment=source).delete()
-    make_health(version.pipeline, source, freshness_lag_partitions=0)
+    make_health(
+        version.pipeline,
+        source,
+        freshness_lag_partitions=0,
+        latest_loaded_partition=timezone.now() - timedelta(days=1),
+    )
     return deployment
 
 

@@ -135,3 +135,9 @@ def test_the_facts_take_a_fixed_number_of_queries(
         succeed(ready, envs["dev"], ago=hours / 10)
     with django_assert_max_num_queries(14):
         readiness.checklist(ready, envs["stage"])
+
+
+def test_nothing_loaded_is_not_fresh(ready, envs):
+    PipelineHealth.objects.update(latest_loaded_partition=None, freshness_lag_partitions=None)
+    item = items(ready, envs["stage"])["fresh"]
+    assert (item.ok, item.reason) == (False, "No partition is loaded in Dev yet.")
