@@ -152,6 +152,21 @@ def api_client(client, alice):
 
 
 @pytest.fixture
+def tasks_unsent(monkeypatch) -> list[tuple[str, tuple]]:
+    """Keep committed outbox rows' tasks off the broker; return what would have been sent.
+
+    For tests whose transactions really commit (transaction=True): in a full run the integration
+    tests' Celery worker thread is still consuming the test broker, and would run the task
+    against this test's rows while pytest truncates them.
+    """
+    from pipelines.core import outbox
+
+    sent: list[tuple[str, tuple]] = []
+    monkeypatch.setattr(outbox, "send", lambda name, *args, **kw: sent.append((name, args)))
+    return sent
+
+
+@pytest.fixture
 def fake_airflow(monkeypatch):
     """Replace the Airflow HTTP client with an in-memory fake (unit tests only)."""
     from pipelines.core.airflow import AirflowClient

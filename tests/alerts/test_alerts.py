@@ -391,7 +391,7 @@ def test_an_evaluation_that_read_before_another_committed_opens_nothing(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_evaluations_at_once_open_one_alert(pipeline, airflow, monkeypatch):
+def test_two_evaluations_at_once_open_one_alert(pipeline, airflow, monkeypatch, tasks_unsent):
     scheduled(airflow, 10, "failed")
     with time_machine.travel(utc(2026, 11, 10, 3), tick=False):
         sync.environment_sync(environment_id=env("dev").id, client=airflow)

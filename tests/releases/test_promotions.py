@@ -202,7 +202,9 @@ def test_only_the_requester_withdraws(ready, envs, alice, bob, carol):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_approvers_at_once_make_one_deployment(ready, envs, alice, bob, team, monkeypatch):
+def test_two_approvers_at_once_make_one_deployment(
+    ready, envs, alice, bob, team, monkeypatch, tasks_unsent
+):
     """PostgreSQL's row lock: the second approver waits, then sees a decided request."""
     dave = make_user("dave", team, role="approver")
     promotion = file(ready, envs["stage"], alice)
@@ -233,6 +235,7 @@ def test_two_approvers_at_once_make_one_deployment(ready, envs, alice, bob, team
     assert [e.status for e in errors] == [409]
     assert Deployment.objects.filter(environment=envs["stage"]).count() == 1
     assert AuditEvent.objects.filter(action="promotion_approved").count() == 1
+    assert [name for name, _ in tasks_unsent].count("pipelines.tasks.deployment_run") == 1
 
 
 # --- direct deploys and rollback -------------------------------------------------------------

@@ -221,7 +221,7 @@ def test_one_active_request_per_partition_is_enforced_by_the_database(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_requests_at_once_make_one_run(alice, orders, environments, fake_airflow):
+def test_two_requests_at_once_make_one_run(alice, orders, environments, fake_airflow, tasks_unsent):
     pipeline = deployed_pipeline(alice, environments)
     barrier, results, errors = threading.Barrier(2), [], []
 
