@@ -11,6 +11,7 @@ TASK_PACKAGES = (
     "pipelines.deployments",
     "pipelines.runs",
     "pipelines.alerts",
+    "pipelines.backfills",
 )
 
 

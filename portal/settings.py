@@ -217,6 +217,13 @@ DEPLOY_MAX_ATTEMPTS = env_int("DEPLOY_MAX_ATTEMPTS", 10)
 DEPLOY_BACKOFF_FIRST_SECONDS = float(env_int("DEPLOY_BACKOFF_FIRST_SECONDS", 2))
 DEPLOY_BACKOFF_MAX_SECONDS = float(env_int("DEPLOY_BACKOFF_MAX_SECONDS", 600))
 
+# --- Backfills ----------------------------------------------------------------------------------
+# A backfill may not include a partition a scheduled run is loading, or will load within this many
+# minutes (the two would race on one partition).
+BACKFILL_SCHEDULE_GRACE_MINUTES = env_int("BACKFILL_SCHEDULE_GRACE_MINUTES", 60)
+# Runs per Airflow backfill: a longer range is submitted in chunks, one after another.
+BACKFILL_CHUNK_RUNS = env_int("BACKFILL_CHUNK_RUNS", 500)
+
 # --- Alerts -------------------------------------------------------------------------------------
 # Where an alert goes is on the Team (on-call / quiet targets) and Environment (pages_oncall) rows;
 # an alert whose team has no target for its route goes to ALERT_FALLBACK_EMAIL (empty: nowhere).

@@ -103,6 +103,12 @@ class AuditEvent(models.Model):
         PROMOTION_REJECTED = "promotion_rejected", "Promotion rejected"
         PROMOTION_WITHDRAWN = "promotion_withdrawn", "Promotion withdrawn"
         ROLLBACK = "rollback", "Rollback"
+        BACKFILL_REQUESTED = "backfill_requested", "Backfill requested"
+        BACKFILL_APPROVED = "backfill_approved", "Backfill approved"
+        BACKFILL_REJECTED = "backfill_rejected", "Backfill rejected"
+        BACKFILL_PAUSED = "backfill_paused", "Backfill paused"
+        BACKFILL_RESUMED = "backfill_resumed", "Backfill resumed"
+        BACKFILL_CANCELLED = "backfill_cancelled", "Backfill cancelled"
 
     # PROTECT everywhere: an event outlives nothing it names (a delete would rewrite history).
     actor = models.ForeignKey(

@@ -54,6 +54,11 @@ class Environment(models.Model):
         default=False,
         help_text="Deploys here only through an approved promotion or an allowed rollback.",
     )
+    backfill_max_partitions = models.PositiveIntegerField(
+        default=3000,
+        help_text="The most partitions one backfill may load here; a platform admin may allow "
+        "more on a request.",
+    )
     readiness_success_days = models.PositiveSmallIntegerField(
         default=7,
         help_text="A version promoted here needs a successful run in the environment before "

@@ -234,6 +234,7 @@ def environment_form(environment: Environment, **changes: object) -> dict[str, o
         "warehouse_dialect",
         "target_schema",
         "readiness_success_days",
+        "backfill_max_partitions",
     ]
     data: dict[str, object] = {f: getattr(environment, f) for f in fields}
     for flag in ("requires_approval", "pages_oncall"):

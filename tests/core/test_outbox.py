@@ -19,7 +19,7 @@ from pipelines.core import outbox
 from pipelines.core import tasks as core_tasks
 from pipelines.core.outbox import Outbox, RetryPolicy
 from pipelines.deployments import tasks as deploy_tasks
-from pipelines.models import Alert, AlertDelivery, Deployment, RunRequest
+from pipelines.models import Alert, AlertDelivery, Backfill, Deployment, RunRequest
 from tests.conftest import pipeline_payload
 
 NOW = timezone.now()
@@ -138,6 +138,25 @@ def make_run_request(deployment: Deployment, partition: str = "2026-11-20") -> R
     )
 
 
+def make_backfill(deployment: Deployment) -> Backfill:
+    return Backfill.objects.create(
+        pipeline=deployment.version.pipeline,
+        environment=deployment.environment,
+        dag_id=deployment.dag_id,
+        first_partition="2026-11-01",
+        last_partition="2026-11-07",
+        from_date=NOW,
+        to_date=NOW,
+        reprocess="missing",
+        reason="test",
+        fingerprint="0" * 64,
+        partitions=7,
+        runs=7,
+        chunks=[[NOW.isoformat(), NOW.isoformat()]],
+        requested_by=deployment.requested_by,
+    )
+
+
 def make_alert_delivery(deployment: Deployment) -> AlertDelivery:
     pipeline = deployment.version.pipeline
     alert, _ = Alert.objects.get_or_create(
@@ -164,10 +183,11 @@ def rows(row) -> dict[type[Outbox], Outbox]:
         Deployment: row,
         RunRequest: make_run_request(row),
         AlertDelivery: make_alert_delivery(row),
+        Backfill: make_backfill(row),
     }
 
 
-MODELS = [Deployment, RunRequest, AlertDelivery]
+MODELS = [Deployment, RunRequest, AlertDelivery, Backfill]
 
 
 @pytest.fixture
@@ -202,6 +222,7 @@ def test_every_outbox_finish_is_fenced_by_the_lease_token(rows, model):
         (Deployment, [2, 4, 8, 16, 32, 64, 128]),  # DEPLOY_BACKOFF_FIRST/MAX_SECONDS
         (RunRequest, [1, 2, 4, 8, 16, 32, 64]),  # as Celery's retry_backoff did
         (AlertDelivery, [30, 60, 120, 240, 480, 600, 600]),
+        (Backfill, [5, 10, 20, 40, 80, 160, 320]),
     ],
     ids=lambda p: p.__name__ if isinstance(p, type) else "",
 )
@@ -214,7 +235,7 @@ def test_every_outbox_backs_off_exponentially_between_attempts(rows, model, wait
     assert got == waits
     retrying = model.objects.get(pk=pk)
     assert (retrying.state, retrying.last_error, retrying.attempts) == (
-        "pending",
+        model.OUTBOX_CLAIMABLE[0],
         "unreachable",
         len(waits),
     )
@@ -229,6 +250,7 @@ def test_every_outbox_backs_off_exponentially_between_attempts(rows, model, wait
         (Deployment, 10, "Gave up after 10 attempts. Last error: unreachable (10)"),
         (RunRequest, 11, "Gave up after 11 attempts. Last error: unreachable (11)"),
         (AlertDelivery, 8, "Gave up: unreachable (8)"),
+        (Backfill, 12, "Gave up after 12 attempts. Last error: unreachable (12)"),
     ],
     ids=lambda p: p.__name__ if isinstance(p, type) else "",
 )
@@ -248,14 +270,20 @@ def test_every_outbox_attempt_cap_ends_the_row_failed_with_the_last_error(rows, 
 
 
 def test_sweep_covers_every_outbox_model_and_only_overdue_unleased_rows(rows, swept):
-    assert set(outbox.outbox_models()) == {Deployment, RunRequest, AlertDelivery}
+    assert set(outbox.outbox_models()) == {Deployment, RunRequest, AlertDelivery, Backfill}
     assert all(issubclass(m, Outbox) for m in outbox.outbox_models())
-    none = {"pipelines.Deployment": 0, "pipelines.RunRequest": 0, "pipelines.AlertDelivery": 0}
+    none = {
+        "pipelines.Deployment": 0,
+        "pipelines.RunRequest": 0,
+        "pipelines.AlertDelivery": 0,
+        "pipelines.Backfill": 0,
+    }
     assert outbox.sweep() == none  # too fresh: their own enqueue goes first
     later = timezone.now() + outbox.SWEEP_GRACE + timedelta(seconds=1)
     assert outbox.sweep(now=later) == dict.fromkeys(none, 1)
     assert sorted(swept) == [
         ("pipelines.tasks.alert_deliver", rows[AlertDelivery].pk),
+        ("pipelines.tasks.backfill_step", rows[Backfill].pk),
         ("pipelines.tasks.deployment_run", rows[Deployment].pk),
         ("pipelines.tasks.run_submit", rows[RunRequest].pk),
     ]
@@ -268,6 +296,7 @@ def test_sweep_covers_every_outbox_model_and_only_overdue_unleased_rows(rows, sw
         (Deployment, "deployed"),
         (RunRequest, "submitted"),
         (AlertDelivery, "sent"),
+        (Backfill, "succeeded"),
     ]:
         model.objects.filter(pk=rows[model].pk).update(
             state=state, lease_token=None, lease_until=None, next_attempt_at=None

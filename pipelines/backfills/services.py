@@ -1,0 +1,727 @@
+"""Backfills: preview, guardrails, one atomic submit, the outbox step machine, pause/resume/cancel.
+
+- `backfill_preview` says exactly which runs Airflow's backfill will create for a partition range
+  (core.backfill.plan mirrors Airflow's range and reprocess rules), how many partitions are
+  loaded, failed, running or missing now, the estimated duration at the chosen concurrency, the
+  next scheduled run and its SLA deadline, and a fingerprint of that set of runs.
+- `backfill_request` re-validates everything in one transaction (the pipeline row locked), refuses
+  a submit whose fingerprint no longer matches (the set changed since the preview), and inserts
+  the Backfill row; one active backfill per pipeline × environment is a database constraint.
+  Into an environment with `requires_approval` it waits for an approver (releases.services).
+- `backfill_step` (the outbox task) submits the chunks to Airflow one after another, follows each,
+  and carries out pause, resume and cancel, which users ask for by setting `wanted`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from pipelines.alerts.services import notice_send
+from pipelines.authoring.models import Pipeline
+from pipelines.authoring.spec import PipelineSpec
+from pipelines.backfills.models import Backfill
+from pipelines.core import access, schedule
+from pipelines.core import backfill as plans
+from pipelines.core.airflow import (
+    AirflowClient,
+    AirflowConflict,
+    AirflowError,
+    AirflowUnavailable,
+    DagRunState,
+)
+from pipelines.core.audit import audit_record
+from pipelines.deployments.models import Deployment, Environment
+from pipelines.monitoring.models import PipelineHealth, RunRecord
+from pipelines.runs.services import partition_range
+
+logger = logging.getLogger(__name__)
+State, Wanted = Backfill.State, Backfill.Wanted
+EDGE = 5  # partitions shown at each end of the preview
+
+
+class BackfillError(Exception):
+    """Refused; `errors` maps form fields to messages, `status` is the API's answer (422, 409,
+    403), `preview` the new preview when the set changed since the user saw it."""
+
+    def __init__(
+        self, errors: dict[str, str], *, status: int = 422, preview: Preview | None = None
+    ) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors, self.status, self.preview = errors, status, preview
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a backfill of [first, last] will do, computed from facts."""
+
+    pipeline: Pipeline
+    environment: Environment
+    deployment: Deployment
+    spec: PipelineSpec
+    first: datetime
+    last: datetime
+    reprocess: str
+    max_active_runs: int
+    plan: Any  # core.backfill.Plan
+    to_run: list[Any]  # the plan's runs Airflow will create
+    counts: dict[str, int]  # loaded / failed / running / missing over every partition in range
+    estimate_seconds: float | None
+    next_run: datetime | None
+    sla_deadline: datetime | None
+    fingerprint: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def partitions(self) -> int:
+        return sum(len(run.partitions) for run in self.to_run)
+
+    def keys(self, runs: list[Any]) -> list[str]:
+        grain = self.spec.partition_grain
+        return [schedule.format_partition(p, grain) for run in runs for p in run.partitions]
+
+    @property
+    def first_keys(self) -> list[str]:
+        return self.keys(self.to_run[:EDGE])[:EDGE]
+
+    @property
+    def last_keys(self) -> list[str]:
+        return self.keys(self.to_run[-EDGE:])[-EDGE:] if len(self.to_run) > EDGE else []
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment.slug,
+            "start": schedule.format_partition(self.first, self.spec.partition_grain),
+            "end": schedule.format_partition(self.last, self.spec.partition_grain),
+            "reprocess": self.reprocess,
+            "max_active_runs": self.max_active_runs,
+            "partitions": self.partitions,
+            "runs": len(self.to_run),
+            "first": self.first_keys,
+            "last": self.last_keys,
+            **self.counts,
+            "estimate_seconds": self.estimate_seconds,
+            "next_run": self.next_run,
+            "sla_deadline": self.sla_deadline,
+            "fingerprint": self.fingerprint,
+            "notes": self.notes,
+        }
+
+
+# --- preview ---------------------------------------------------------------------------------
+
+
+def _existing_runs(dag_id: str, environment: Environment, start: datetime, end: datetime):
+    """{logical_date: state} of the DAG's synced runs in [start, end), in one query.
+
+    Read through the cursor as epoch seconds: ten years of hourly runs is 87,600 rows.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_epoch_sql('logical_date')}, state FROM {RunRecord._meta.db_table} "
+            "WHERE environment_id = %s AND dag_id = %s AND logical_date >= %s "
+            "AND logical_date < %s",
+            [environment.id, dag_id, start, end],
+        )
+        return {datetime.fromtimestamp(epoch, UTC): state for epoch, state in cursor.fetchall()}
+
+
+def _epoch_sql(column: str) -> str:
+    if connection.vendor == "postgresql":
+        return f"EXTRACT(EPOCH FROM {column})::bigint"
+    return f"CAST(strftime('%%s', {column}) AS INTEGER)"
+
+
+def fingerprint_of(
+    deployment: Deployment, reprocess: str, max_active_runs: int, runs: list[Any]
+) -> str:
+    """The identity of a submit: what runs, of which deployed code, how."""
+    digest = hashlib.sha256(
+        f"{deployment.id}|{deployment.dag_id}|{reprocess}|{max_active_runs}|".encode()
+    )
+    for run in runs:
+        digest.update(run.logical_date.isoformat().encode())
+        digest.update(b",")
+    return digest.hexdigest()
+
+
+def _schedule_facts(
+    spec: PipelineSpec, health: PipelineHealth | None, now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    try:
+        (fire,) = schedule.next_fire_times(spec.schedule, spec.timezone, 1, after=now)
+    except Exception:  # a spec the schedule module cannot read: say nothing rather than 500
+        return None, None
+    deadline = fire + timedelta(minutes=spec.sla_minutes) if spec.sla_minutes else None
+    return fire, deadline
+
+
+def _estimate(runs: int, max_active: int, health: PipelineHealth | None) -> float | None:
+    if not runs:
+        return 0.0
+    typical = health.p50_duration_s if health else None
+    if not typical:
+        return None
+    return math.ceil(runs / max(max_active, 1)) * typical
+
+
+def backfill_preview(
+    *,
+    pipeline: Pipeline,
+    environment: Environment,
+    first: datetime,
+    last: datetime,
+    reprocess: str,
+    max_active_runs: int,
+    by: object = None,
+    allow_over_cap: bool = False,
+    now: datetime | None = None,
+) -> Preview:
+    """Return the preview, or raise BackfillError with every guardrail that refuses it."""
+    now = now or timezone.now()
+    deployment = Deployment.objects.running(pipeline, environment)
+    if deployment is None:
+        raise BackfillError(
+            {
+                "environment": f"{pipeline.slug} is not deployed to {environment.name}: "
+                "deploy it there first."
+            }
+        )
+    spec = deployment.version.spec
+    errors = range_errors(spec=spec, first=first, last=last, now=now)
+    if errors:
+        raise BackfillError(errors)
+    plan = plans.plan(spec.schedule, spec.timezone, spec.partition_grain, first, last, now=now)
+    existing = _existing_runs(deployment.dag_id, environment, plan.from_date, plan.to_date)
+    to_run, statuses = plans.reprocess_runs(plan.runs, existing, reprocess)
+    counts = {"loaded": 0, "failed": 0, "running": 0, "missing": 0}
+    for run, status in zip(plan.runs, statuses, strict=True):
+        counts[status] += len(run.partitions)
+    partitions = sum(len(run.partitions) for run in to_run)
+    errors |= limit_errors(
+        pipeline=pipeline,
+        environment=environment,
+        spec=spec,
+        plan=plan,
+        partitions=partitions,
+        by=by,
+        allow_over_cap=allow_over_cap,
+        now=now,
+    )
+    if errors:
+        raise BackfillError(errors)
+    health = PipelineHealth.objects.filter(pipeline=pipeline, environment=environment).first()
+    next_run, deadline = _schedule_facts(spec, health, now)
+    notes = []
+    if not to_run:
+        notes.append("Nothing to run: every partition in the range is already done this way.")
+    return Preview(
+        pipeline=pipeline,
+        environment=environment,
+        deployment=deployment,
+        spec=spec,
+        first=first,
+        last=last,
+        reprocess=reprocess,
+        max_active_runs=max_active_runs,
+        plan=plan,
+        to_run=to_run,
+        counts=counts,
+        estimate_seconds=_estimate(len(to_run), max_active_runs, health),
+        next_run=next_run,
+        sla_deadline=deadline,
+        fingerprint=fingerprint_of(deployment, reprocess, max_active_runs, to_run),
+        notes=notes,
+    )
+
+
+# --- guardrails ------------------------------------------------------------------------------
+
+
+def range_errors(
+    *, spec: PipelineSpec, first: datetime, last: datetime, now: datetime
+) -> dict[str, str]:
+    """End before start, before the DAG's start date, not complete yet."""
+    grain = spec.partition_grain
+    label = lambda p: schedule.format_partition(p, grain)  # noqa: E731
+    start_date, latest = partition_range(spec=spec, now=now)
+    errors = {}
+    if last < first:
+        errors["end"] = f"The end, {label(last)}, is before the start, {label(first)}."
+    if first < start_date:
+        errors["start"] = (
+            f"{label(first)} is before the pipeline's start date, {label(start_date)} (the "
+            "DAG has no runs before it)."
+        )
+    if last > latest:
+        errors["end"] = (
+            f"{label(last)} is not complete yet in {spec.timezone}: the latest complete "
+            f"partition is {label(latest)}."
+        )
+    return errors
+
+
+def limit_errors(
+    *,
+    pipeline: Pipeline,
+    environment: Environment,
+    spec: PipelineSpec,
+    plan: Any,
+    partitions: int,
+    by: object,
+    allow_over_cap: bool,
+    now: datetime,
+) -> dict[str, str]:
+    """The environment's cap, the scheduled run's partitions, an active backfill."""
+    errors = {}
+    cap = environment.backfill_max_partitions
+    if partitions > cap and not (allow_over_cap and access.is_platform_admin(by)):
+        errors["end"] = (
+            f"{partitions} partitions is more than {environment.name}'s cap of {cap} for one "
+            "backfill: narrow the range, or ask a platform admin to allow it for this request."
+        )
+    if race := scheduled_race(environment=environment, spec=spec, plan=plan, now=now):
+        errors["end"] = race
+    active = (
+        Backfill.objects.filter(
+            pipeline=pipeline, environment=environment, state__in=Backfill.ACTIVE_STATES
+        )
+        .order_by("-requested_at")
+        .first()
+    )
+    if active is not None:
+        errors["start"] = overlap_message(active)
+    return errors
+
+
+def overlap_message(active: Backfill) -> str:
+    return (
+        f"A backfill of {active.pipeline.slug} in {active.environment.name} is "
+        f"{active.get_state_display().lower()} (#{active.id}, {active.first_partition} → "
+        f"{active.last_partition}): one runs at a time; wait for it to finish or cancel it."
+    )
+
+
+def scheduled_race(
+    *, environment: Environment, spec: PipelineSpec, plan: Any, now: datetime
+) -> str | None:
+    """Why the range includes a partition a scheduled run is loading now or will load within
+    BACKFILL_SCHEDULE_GRACE_MINUTES (the two would race on one partition), or None."""
+    grain = spec.partition_grain
+    in_range = {p for run in plan.runs for p in run.partitions}
+    grace = timedelta(minutes=settings.BACKFILL_SCHEDULE_GRACE_MINUTES)
+    fires = schedule.next_fire_times(spec.schedule, spec.timezone, 3, after=now - grace)
+    for fire in fires:
+        if fire > now + grace:
+            break
+        for partition in schedule.partitions_for_fire(spec.schedule, spec.timezone, grain, fire):
+            if partition in in_range:
+                when = "is loading" if fire <= now else "will load"
+                return (
+                    f"{schedule.format_partition(partition, grain)} {when} by the scheduled "
+                    f"run at {fire:%Y-%m-%d %H:%M} UTC: a backfill of it would race that run. "
+                    "End the range before it, or wait until the scheduled run has finished."
+                )
+    return None
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+def _chunks(plan_runs: list[Any], size: int) -> list[list[str]]:
+    """Consecutive runs in groups of `size`, as Airflow backfill ranges [from, to)."""
+    out = []
+    for i in range(0, len(plan_runs), size):
+        group = plan_runs[i : i + size]
+        out.append([group[0].range_start.isoformat(), group[-1].range_end.isoformat()])
+    return out
+
+
+def backfill_request(
+    *,
+    pipeline: Pipeline,
+    environment: Environment,
+    first: datetime,
+    last: datetime,
+    reprocess: str,
+    max_active_runs: int,
+    reason: str,
+    fingerprint: str,
+    by: object,
+    allow_over_cap: bool = False,
+) -> Backfill:
+    """Submit exactly the previewed set: re-validated atomically; 409 when it changed."""
+    if not access.can_edit(by, pipeline):
+        raise BackfillError(
+            {"__all__": f"Only members of team {pipeline.team.name} may backfill it."},
+            status=403,
+        )
+    reason = reason.strip()
+    if not reason:
+        raise BackfillError({"reason": "Say why: whoever sees the backfill running reads it."})
+    try:
+        with transaction.atomic():
+            # One request per pipeline at a time: the preview below and the insert see the
+            # same facts (runs synced meanwhile change the set only through the fingerprint).
+            Pipeline.objects.select_for_update().filter(pk=pipeline.pk).first()
+            preview = backfill_preview(
+                pipeline=pipeline,
+                environment=environment,
+                first=first,
+                last=last,
+                reprocess=reprocess,
+                max_active_runs=max_active_runs,
+                by=by,
+                allow_over_cap=allow_over_cap,
+            )
+            if preview.fingerprint != fingerprint:
+                raise BackfillError(
+                    {
+                        "__all__": "What this backfill would run changed since the preview "
+                        "(runs finished or the pipeline was deployed meanwhile): check the new "
+                        "preview and submit again."
+                    },
+                    status=409,
+                    preview=preview,
+                )
+            if not preview.to_run:
+                raise BackfillError({"start": "Nothing to run: every partition is done already."})
+            backfill = _create(preview, reason=reason, by=by)
+    except IntegrityError:
+        active = Backfill.objects.filter(
+            pipeline=pipeline, environment=environment, state__in=Backfill.ACTIVE_STATES
+        ).first()
+        message = overlap_message(active) if active else "Another backfill started meanwhile."
+        raise BackfillError({"start": message}, status=409) from None
+    return backfill
+
+
+def _create(preview: Preview, *, reason: str, by: object) -> Backfill:
+    environment, pipeline = preview.environment, preview.pipeline
+    grain = preview.spec.partition_grain
+    needs_approval = environment.requires_approval
+    with transaction.atomic():
+        backfill = Backfill.objects.create(
+            pipeline=pipeline,
+            environment=environment,
+            dag_id=preview.deployment.dag_id,
+            first_partition=schedule.format_partition(preview.first, grain),
+            last_partition=schedule.format_partition(preview.last, grain),
+            from_date=preview.plan.from_date,
+            to_date=preview.plan.to_date,
+            reprocess=preview.reprocess,
+            max_active_runs=preview.max_active_runs,
+            reason=reason,
+            fingerprint=preview.fingerprint,
+            partitions=preview.partitions,
+            runs=len(preview.to_run),
+            chunks=_chunks(preview.plan.runs, settings.BACKFILL_CHUNK_RUNS),
+            state=State.AWAITING_APPROVAL if needs_approval else State.QUEUED,
+            requested_by=by,
+        )
+        audit_record(
+            actor=by,
+            action="backfill_requested",
+            pipeline=pipeline,
+            environment=environment,
+            after=preview.as_json() | {"backfill": backfill.id, "reason": reason},
+            summary=f"Backfill {backfill.first_partition} → {backfill.last_partition} "
+            f"({backfill.partitions} partitions, {backfill.get_reprocess_display().lower()}): "
+            f"{reason}",
+        )
+        if needs_approval:
+            notice_send(
+                team=pipeline.team,
+                environment=environment,
+                subject=f"[APPROVAL NEEDED] backfill of {pipeline.slug} in {environment.name}",
+                text=f"{by.get_username()} asks to backfill {pipeline.slug} in "
+                f"{environment.name}: {backfill.first_partition} → {backfill.last_partition}, "
+                f"{backfill.partitions} partitions ({backfill.get_reprocess_display()}).\n"
+                f"Reason: {reason}\nAn approver of the team other than the requester decides.",
+            )
+        else:
+            Backfill.enqueue(backfill.id)
+    return backfill
+
+
+def backfill_release(backfill: Backfill, *, now: datetime | None = None) -> None:
+    """Queue an approved backfill (the caller holds its row lock and checked the approver).
+
+    Re-checked first, as at submit: the set of runs must still be the one filed (fingerprint)
+    and no scheduled run may be about to load one of its partitions; otherwise 409.
+    """
+    now = now or timezone.now()
+    pipeline, environment = backfill.pipeline, backfill.environment
+    deployment = Deployment.objects.running(pipeline, environment)
+    if deployment is None or deployment.dag_id != backfill.dag_id:
+        raise BackfillError(
+            {
+                "__all__": f"Stale: {pipeline.slug} is no longer deployed as filed in "
+                f"{environment.name}. The requester files the backfill again."
+            },
+            status=409,
+        )
+    spec = deployment.version.spec
+    grain = spec.partition_grain
+    first = schedule.parse_partition(backfill.first_partition, grain)
+    last = schedule.parse_partition(backfill.last_partition, grain)
+    plan = plans.plan(spec.schedule, spec.timezone, grain, first, last, now=now)
+    existing = _existing_runs(deployment.dag_id, environment, plan.from_date, plan.to_date)
+    to_run, _ = plans.reprocess_runs(plan.runs, existing, backfill.reprocess)
+    if fingerprint_of(deployment, backfill.reprocess, backfill.max_active_runs, to_run) != (
+        backfill.fingerprint
+    ):
+        raise BackfillError(
+            {
+                "__all__": f"Stale: it would now run {len(to_run)} runs, not the {backfill.runs} "
+                "filed (runs finished or the pipeline was deployed meanwhile). The requester "
+                "files it again."
+            },
+            status=409,
+        )
+    if race := scheduled_race(environment=environment, spec=spec, plan=plan, now=now):
+        raise BackfillError({"__all__": f"Not now: {race}"}, status=409)
+    Backfill.objects.filter(id=backfill.id, state=State.AWAITING_APPROVAL).update(
+        state=State.QUEUED, next_attempt_at=now, updated_at=now
+    )
+    Backfill.enqueue(backfill.id)
+
+
+# --- pause, resume, cancel -------------------------------------------------------------------
+
+
+def _control(backfill_id: int, by: object, wanted: str, action: str) -> Backfill:
+    with transaction.atomic():
+        backfill = (
+            Backfill.objects.select_for_update(of=("self",))
+            .select_related("pipeline__team", "environment")
+            .filter(id=backfill_id)
+            .first()
+        )
+        if backfill is None:
+            raise BackfillError({"__all__": "No such backfill."}, status=404)
+        if not access.can_edit(by, backfill.pipeline):
+            raise BackfillError(
+                {"__all__": f"Only members of team {backfill.pipeline.team.name} may do this."},
+                status=403,
+            )
+        allowed = {
+            Wanted.PAUSE: (State.QUEUED, State.RUNNING),
+            Wanted.RUN: (State.PAUSED,),
+            Wanted.CANCEL: (State.AWAITING_APPROVAL, State.QUEUED, State.RUNNING, State.PAUSED),
+        }[wanted]
+        if backfill.state not in allowed:
+            raise BackfillError(
+                {
+                    "__all__": f"The backfill is {backfill.get_state_display().lower()}: it "
+                    f"cannot be {action}."
+                },
+                status=409,
+            )
+        now = timezone.now()
+        if backfill.state == State.AWAITING_APPROVAL:  # nothing in Airflow yet
+            Backfill.objects.filter(id=backfill.id).update(
+                state=State.CANCELLED, wanted=wanted, finished_at=now, updated_at=now
+            )
+        else:
+            Backfill.objects.filter(id=backfill.id).update(
+                wanted=wanted, next_attempt_at=now, updated_at=now
+            )
+            Backfill.enqueue(backfill.id)
+        audit_record(
+            actor=by,
+            action=f"backfill_{action}",
+            pipeline=backfill.pipeline,
+            environment=backfill.environment,
+            before={"state": backfill.state},
+            after={"backfill": backfill.id, "wanted": wanted},
+            summary=f"Backfill #{backfill.id} {action}",
+        )
+    backfill.refresh_from_db()
+    return backfill
+
+
+def backfill_pause(*, backfill_id: int, by: object) -> Backfill:
+    return _control(backfill_id, by, Wanted.PAUSE, "paused")
+
+
+def backfill_resume(*, backfill_id: int, by: object) -> Backfill:
+    return _control(backfill_id, by, Wanted.RUN, "resumed")
+
+
+def backfill_cancel(*, backfill_id: int, by: object) -> Backfill:
+    return _control(backfill_id, by, Wanted.CANCEL, "cancelled")
+
+
+# --- the outbox step -------------------------------------------------------------------------
+
+FOLLOW_SECONDS = 5.0
+
+
+def backfill_step(*, backfill_id: int) -> float | None:
+    """Take one step; return seconds until the next is due (None: nothing more to do).
+
+    Airflow unreachable: released with backoff (the request is kept and submitted later, once:
+    a chunk is submitted only from QUEUED and the row leaves QUEUED in the same claim).
+    """
+    token = Backfill.claim(backfill_id)
+    if token is None:
+        return None
+    backfill = Backfill.objects.select_related("environment").get(id=backfill_id)
+    client = AirflowClient.for_environment(backfill.environment)
+    try:
+        return _advance(backfill, token, client)
+    except AirflowUnavailable as exc:
+        return Backfill.release(backfill.id, token, error=str(exc))
+    except AirflowError as exc:
+        _end(backfill, token, State.FAILED, f"Airflow refused: {exc.message}")
+    except Exception as exc:  # a bug: retried with backoff, then capped
+        logger.exception("backfill step %s failed", backfill_id)
+        return Backfill.release(backfill.id, token, error=f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _end(backfill: Backfill, token: uuid.UUID, state: str, error: str = "") -> None:
+    now = timezone.now()
+    Backfill.finish(
+        backfill.id, token, state=state, last_error=error, finished_at=now, updated_at=now
+    )
+
+
+def _move(backfill: Backfill, token: uuid.UUID, delay: float, **fields: Any) -> float | None:
+    """Stay claimable in a new state, due again in `delay` seconds."""
+    now = timezone.now()
+    changed = Backfill.objects.filter(id=backfill.id, lease_token=token).update(
+        lease_token=None,
+        lease_until=None,
+        next_attempt_at=now + timedelta(seconds=delay),
+        attempts=0,
+        last_error="",
+        updated_at=now,
+        **fields,
+    )
+    return delay if changed else None
+
+
+def _advance(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> float | None:
+    wanted, state = backfill.wanted, backfill.state
+    if state == State.QUEUED:
+        if wanted == Wanted.CANCEL:
+            _end(backfill, token, State.CANCELLED)
+            return None
+        if wanted == Wanted.PAUSE:
+            Backfill.finish(backfill.id, token, state=State.PAUSED, updated_at=timezone.now())
+            return None
+        return _submit(backfill, token, client)
+    backfill_id = backfill.airflow_backfill_id
+    if wanted == Wanted.CANCEL:
+        if backfill_id is not None:
+            client.backfill_cancel(backfill_id)
+        _end(backfill, token, State.CANCELLED)
+        return None
+    if state == State.PAUSED:
+        if wanted == Wanted.PAUSE:
+            Backfill.finish(backfill.id, token, state=State.PAUSED, updated_at=timezone.now())
+            return None
+        if backfill_id is not None:
+            client.backfill_unpause(backfill_id)
+        return _move(backfill, token, FOLLOW_SECONDS, state=State.RUNNING)
+    # RUNNING
+    if wanted == Wanted.PAUSE:
+        client.backfill_pause(backfill_id)
+        Backfill.finish(backfill.id, token, state=State.PAUSED, updated_at=timezone.now())
+        return None
+    found = client.backfill_get(backfill_id)
+    if not found.get("completed_at"):
+        return _move(backfill, token, FOLLOW_SECONDS)
+    if backfill.chunk_index + 1 < len(backfill.chunks):
+        return _move(backfill, token, 0, state=State.QUEUED, chunk_index=backfill.chunk_index + 1)
+    failed = progress(backfill)["failed"]
+    if failed:
+        _end(
+            backfill,
+            token,
+            State.FAILED,
+            f"{failed} partition(s) failed: their runs say why; backfill them again with "
+            "“Missing and failed”.",
+        )
+    else:
+        _end(backfill, token, State.SUCCEEDED)
+    return None
+
+
+def _submit(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> float | None:
+    start, end = backfill.chunks[backfill.chunk_index]
+    try:
+        created = client.backfill_create(
+            backfill.dag_id,
+            datetime.fromisoformat(start),
+            datetime.fromisoformat(end),
+            reprocess=plans.AIRFLOW_REPROCESS[backfill.reprocess],
+            max_active_runs=backfill.max_active_runs,
+        )
+    except AirflowConflict as exc:
+        # Another backfill of the DAG still runs in Airflow (the previous chunk finishing, or
+        # one started outside the portal): wait and submit then.
+        return Backfill.release(backfill.id, token, error=f"Waiting: {exc.message}", delay=15)
+    now = timezone.now()
+    return _move(
+        backfill,
+        token,
+        FOLLOW_SECONDS,
+        state=State.RUNNING,
+        airflow_backfill_id=created["id"],
+        submitted_at=backfill.submitted_at or now,
+    )
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+def progress(backfill: Backfill) -> dict[str, Any]:
+    """Done / running / failed / queued partitions from the synced runs (no call to Airflow)."""
+    counts = {"done": 0, "running": 0, "failed": 0}
+    if backfill.submitted_at is not None:
+        rows = (
+            RunRecord.objects.filter(
+                environment=backfill.environment_id,
+                dag_id=backfill.dag_id,
+                logical_date__gte=backfill.from_date,
+                logical_date__lt=backfill.to_date,
+                queued_at__gte=backfill.submitted_at - timedelta(seconds=5),
+            )
+            .values("state")
+            .annotate(n=Count("id"))
+        )
+        for row in rows:
+            if row["state"] == DagRunState.SUCCESS:
+                counts["done"] += row["n"]
+            elif row["state"] == DagRunState.FAILED:
+                counts["failed"] += row["n"]
+            else:
+                counts["running"] += row["n"]
+    total = backfill.runs  # one run per partition, unless the schedule loads several per run
+    started = sum(counts.values())
+    counts["queued"] = max(total - started, 0)
+    counts["runs"] = total
+    counts["partitions"] = backfill.partitions
+    counts["percent"] = round(100 * (counts["done"] + counts["failed"]) / total) if total else 100
+    return counts
+
+
+def eta_seconds(backfill: Backfill, counts: dict[str, Any]) -> float | None:
+    health = PipelineHealth.objects.filter(
+        pipeline=backfill.pipeline_id, environment=backfill.environment_id
+    ).first()
+    remaining = counts["queued"] + counts["running"]
+    return _estimate(remaining, backfill.max_active_runs, health)
