@@ -4,8 +4,8 @@ from the package that owns it (pipelines/<area>/models.py)."""
 from __future__ import annotations
 
 from pipelines.alerts.models import Alert, AlertDelivery  # noqa: F401
-from pipelines.backfills.models import Backfill  # noqa: F401
 from pipelines.authoring.models import Pipeline, PipelineVersion  # noqa: F401
+from pipelines.backfills.models import Backfill  # noqa: F401
 from pipelines.catalog.models import Dialect, SourceColumn, SourceDatabase, SourceTable  # noqa: F401
 from pipelines.core.models import ApiToken, Membership, Team  # noqa: F401
 from pipelines.deployments.models import (  # noqa: F401

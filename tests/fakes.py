@@ -21,6 +21,7 @@ class FakeAirflow:
         self.reject: dict[str, str] = {}  # filename -> stack trace
         self.dags: dict[str, dict[str, Any]] = {}
         self.runs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.backfills: dict[int, dict[str, Any]] = {}
         self.calls: list[str] = []
 
     def _call(self, name: str) -> None:
@@ -72,6 +73,51 @@ class FakeAirflow:
     def failure_reason(self, dag_id: str, dag_run_id: str) -> str:
         self._call("failure_reason")
         return self.runs[(dag_id, dag_run_id)].get("reason", "")
+
+    # Backfills: one running per DAG (a second is a 409, like Airflow's); tests finish them.
+    def backfill_create(
+        self, dag_id, from_date, to_date, *, reprocess, max_active_runs, dag_run_conf=None
+    ) -> dict[str, Any]:
+        self._call("backfill_create")
+        if any(b["dag_id"] == dag_id and not b["completed_at"] for b in self.backfills.values()):
+            raise AirflowConflict(
+                "Airflow answered 409: There is already a running backfill for this DAG",
+                status=409,
+            )
+        backfill = {
+            "id": len(self.backfills) + 1,
+            "dag_id": dag_id,
+            "from_date": from_date,
+            "to_date": to_date,
+            "reprocess_behavior": reprocess,
+            "max_active_runs": max_active_runs,
+            "is_paused": False,
+            "completed_at": None,
+        }
+        self.backfills[backfill["id"]] = backfill
+        return backfill
+
+    def backfill_get(self, backfill_id: int) -> dict[str, Any]:
+        self._call("backfill_get")
+        return self.backfills[backfill_id]
+
+    def backfill_pause(self, backfill_id: int) -> dict[str, Any]:
+        self._call("backfill_pause")
+        self.backfills[backfill_id]["is_paused"] = True
+        return self.backfills[backfill_id]
+
+    def backfill_unpause(self, backfill_id: int) -> dict[str, Any]:
+        self._call("backfill_unpause")
+        self.backfills[backfill_id]["is_paused"] = False
+        return self.backfills[backfill_id]
+
+    def backfill_cancel(self, backfill_id: int) -> dict[str, Any]:
+        self._call("backfill_cancel")
+        self.backfills[backfill_id]["completed_at"] = datetime.now(UTC).isoformat()
+        return self.backfills[backfill_id]
+
+    def finish_backfill(self, backfill_id: int) -> None:
+        self.backfills[backfill_id]["completed_at"] = datetime.now(UTC).isoformat()
 
 
 class FakeSyncAirflow:

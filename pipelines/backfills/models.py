@@ -55,8 +55,10 @@ class Backfill(Outbox):
     dag_id = models.CharField(max_length=250)
     first_partition = models.CharField(max_length=20, help_text="YYYY-MM-DD or YYYY-MM-DDTHH:00")
     last_partition = models.CharField(max_length=20, help_text="Inclusive.")
-    from_date = models.DateTimeField(help_text="Airflow's backfill range start (inclusive).")
-    to_date = models.DateTimeField(help_text="Airflow's backfill range end (exclusive).")
+    from_date = models.DateTimeField(
+        help_text="Airflow's backfill range start: the first run's logical date."
+    )
+    to_date = models.DateTimeField(help_text="Airflow's backfill range end (inclusive).")
     reprocess = models.CharField(max_length=10, choices=Reprocess.choices)
     max_active_runs = models.PositiveSmallIntegerField(default=1)
     reason = models.CharField(max_length=500)

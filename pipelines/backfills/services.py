@@ -122,7 +122,8 @@ class Preview:
 
 
 def _existing_runs(dag_id: str, environment: Environment, start: datetime, end: datetime):
-    """{logical_date: state} of the DAG's synced runs in [start, end), in one query.
+    """{logical_date: state} of the DAG's synced runs in [start, end] (Airflow's backfill
+    range is inclusive at both ends), in one query.
 
     Read through the cursor as epoch seconds: ten years of hourly runs is 87,600 rows.
     """
@@ -130,7 +131,7 @@ def _existing_runs(dag_id: str, environment: Environment, start: datetime, end: 
         cursor.execute(
             f"SELECT {_epoch_sql('logical_date')}, state FROM {RunRecord._meta.db_table} "
             "WHERE environment_id = %s AND dag_id = %s AND logical_date >= %s "
-            "AND logical_date < %s",
+            "AND logical_date <= %s",
             [environment.id, dag_id, start, end],
         )
         return {datetime.fromtimestamp(epoch, UTC): state for epoch, state in cursor.fetchall()}
@@ -202,13 +203,18 @@ def backfill_preview(
     if errors:
         raise BackfillError(errors)
     plan = plans.plan(spec.schedule, spec.timezone, spec.partition_grain, first, last, now=now)
-    existing = _existing_runs(deployment.dag_id, environment, plan.from_date, plan.to_date)
-    to_run, statuses = plans.reprocess_runs(plan.runs, existing, reprocess)
+    existing = (
+        _existing_runs(deployment.dag_id, environment, plan.from_date, plan.to_date)
+        if plan.runs
+        else {}
+    )
+    decided = plans.reprocess_runs(plan.runs, existing, reprocess)
+    to_run, statuses = list(decided.create), decided.status
     counts = {"loaded": 0, "failed": 0, "running": 0, "missing": 0}
     for run, status in zip(plan.runs, statuses, strict=True):
         counts[status] += len(run.partitions)
     partitions = sum(len(run.partitions) for run in to_run)
-    errors |= limit_errors(
+    limits, overlap = limit_errors(
         pipeline=pipeline,
         environment=environment,
         spec=spec,
@@ -218,8 +224,9 @@ def backfill_preview(
         allow_over_cap=allow_over_cap,
         now=now,
     )
-    if errors:
-        raise BackfillError(errors)
+    if limits:
+        # Another active backfill is a conflict (409 on submit), not a bad value.
+        raise BackfillError(limits, status=409 if overlap else 422)
     health = PipelineHealth.objects.filter(pipeline=pipeline, environment=environment).first()
     next_run, deadline = _schedule_facts(spec, health, now)
     notes = []
@@ -281,8 +288,9 @@ def limit_errors(
     by: object,
     allow_over_cap: bool,
     now: datetime,
-) -> dict[str, str]:
-    """The environment's cap, the scheduled run's partitions, an active backfill."""
+) -> tuple[dict[str, str], bool]:
+    """The environment's cap, the scheduled run's partitions, an active backfill; and whether
+    an active backfill is among the reasons."""
     errors = {}
     cap = environment.backfill_max_partitions
     if partitions > cap and not (allow_over_cap and access.is_platform_admin(by)):
@@ -301,7 +309,7 @@ def limit_errors(
     )
     if active is not None:
         errors["start"] = overlap_message(active)
-    return errors
+    return errors, active is not None
 
 
 def overlap_message(active: Backfill) -> str:
@@ -318,6 +326,16 @@ def scheduled_race(
     """Why the range includes a partition a scheduled run is loading now or will load within
     BACKFILL_SCHEDULE_GRACE_MINUTES (the two would race on one partition), or None."""
     grain = spec.partition_grain
+    if plan.unfinished_from is not None:
+        # Complete on the wall clock, but the run that loads it has not ended (Airflow's
+        # backfill leaves such runs out): the schedule is about to load it.
+        (fire,) = schedule.next_fire_times(spec.schedule, spec.timezone, 1, after=now)
+        return (
+            f"{schedule.format_partition(plan.unfinished_from, grain)} is loaded by the "
+            f"scheduled run at {fire:%Y-%m-%d %H:%M} UTC, which has not started yet: a backfill "
+            "cannot include it. End the range before it, or wait until the scheduled run has "
+            "finished."
+        )
     in_range = {p for run in plan.runs for p in run.partitions}
     grace = timedelta(minutes=settings.BACKFILL_SCHEDULE_GRACE_MINUTES)
     fires = schedule.next_fire_times(spec.schedule, spec.timezone, 3, after=now - grace)
@@ -326,7 +344,7 @@ def scheduled_race(
             break
         for partition in schedule.partitions_for_fire(spec.schedule, spec.timezone, grain, fire):
             if partition in in_range:
-                when = "is loading" if fire <= now else "will load"
+                when = "is being loaded" if fire <= now else "will be loaded"
                 return (
                     f"{schedule.format_partition(partition, grain)} {when} by the scheduled "
                     f"run at {fire:%Y-%m-%d %H:%M} UTC: a backfill of it would race that run. "
@@ -343,7 +361,8 @@ def _chunks(plan_runs: list[Any], size: int) -> list[list[str]]:
     out = []
     for i in range(0, len(plan_runs), size):
         group = plan_runs[i : i + size]
-        out.append([group[0].range_start.isoformat(), group[-1].range_end.isoformat()])
+        # Airflow's range bounds the logical dates, both ends included.
+        out.append([group[0].logical_date.isoformat(), group[-1].logical_date.isoformat()])
     return out
 
 
@@ -476,8 +495,12 @@ def backfill_release(backfill: Backfill, *, now: datetime | None = None) -> None
     first = schedule.parse_partition(backfill.first_partition, grain)
     last = schedule.parse_partition(backfill.last_partition, grain)
     plan = plans.plan(spec.schedule, spec.timezone, grain, first, last, now=now)
-    existing = _existing_runs(deployment.dag_id, environment, plan.from_date, plan.to_date)
-    to_run, _ = plans.reprocess_runs(plan.runs, existing, backfill.reprocess)
+    existing = (
+        _existing_runs(deployment.dag_id, environment, plan.from_date, plan.to_date)
+        if plan.runs
+        else {}
+    )
+    to_run = list(plans.reprocess_runs(plan.runs, existing, backfill.reprocess).create)
     if fingerprint_of(deployment, backfill.reprocess, backfill.max_active_runs, to_run) != (
         backfill.fingerprint
     ):
@@ -697,7 +720,7 @@ def progress(backfill: Backfill) -> dict[str, Any]:
                 environment=backfill.environment_id,
                 dag_id=backfill.dag_id,
                 logical_date__gte=backfill.from_date,
-                logical_date__lt=backfill.to_date,
+                logical_date__lte=backfill.to_date,
                 queued_at__gte=backfill.submitted_at - timedelta(seconds=5),
             )
             .values("state")

@@ -24,6 +24,8 @@ from django.utils import timezone
 
 from pipelines.alerts.services import notice_send
 from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.backfills import services as backfills
+from pipelines.backfills.models import Backfill
 from pipelines.core import access
 from pipelines.core.audit import audit_record
 from pipelines.deployments import services as deploy
@@ -327,6 +329,98 @@ def promotion_withdraw(*, promotion_id: int, by: object) -> Promotion:
         summary=f"Withdrew v{promotion.version.number} → {promotion.environment.name}",
     )
     return promotion
+
+
+# --- backfills into environments that require approval ---------------------------------------
+
+
+def _decidable_backfill(backfill_id: int, by: object) -> Backfill:
+    """Lock the backfill and apply the promotions' rules: approvers only, four eyes, final."""
+    backfill = (
+        Backfill.objects.select_for_update(of=("self",))
+        .select_related("pipeline__team", "environment", "requested_by", "decided_by")
+        .filter(id=backfill_id)
+        .first()
+    )
+    if backfill is None:
+        raise ReleaseError("No such backfill.", status=404)
+    pipeline = backfill.pipeline
+    if not access.can_approve(by, pipeline):
+        raise _forbidden(
+            f"Only approvers of team {pipeline.team.name} or a platform admin may decide "
+            "backfills of this pipeline."
+        )
+    if backfill.requested_by_id == getattr(by, "pk", None):
+        raise _forbidden(
+            "You requested this backfill: someone else must approve or reject it (four eyes). "
+            "You may cancel it."
+        )
+    if backfill.state != Backfill.State.AWAITING_APPROVAL:
+        decided = (
+            f" by {_who(backfill.decided_by)} at {backfill.decided_at:%Y-%m-%d %H:%M} UTC"
+            if backfill.decided_at
+            else ""
+        )
+        raise _conflict(
+            f"This backfill is {backfill.get_state_display().lower()}{decided}: a decided "
+            "request is final."
+        )
+    return backfill
+
+
+def _backfill_decided(backfill: Backfill, by: object, comment: str, action: str) -> None:
+    now = timezone.now()
+    Backfill.objects.filter(id=backfill.id).update(
+        decided_by=by, decided_at=now, decision_comment=comment, updated_at=now
+    )
+    pipeline, env = backfill.pipeline, backfill.environment
+    what = f"{backfill.first_partition} → {backfill.last_partition}"
+    audit_record(
+        actor=by,
+        action=f"backfill_{action}",
+        pipeline=pipeline,
+        environment=env,
+        before={"state": Backfill.State.AWAITING_APPROVAL},
+        after={"backfill": backfill.id, "comment": comment},
+        summary=f"{action.capitalize()} backfill #{backfill.id} ({what})"
+        + (f": {comment}" if comment else ""),
+    )
+    notice_send(
+        team=pipeline.team,
+        environment=env,
+        subject=f"[{action.upper()}] backfill of {pipeline.slug} in {env.name} ({what})",
+        text=f"{_who(by)} {action} {_who(backfill.requested_by)}'s backfill of {pipeline.slug} "
+        f"in {env.name}, {what}."
+        + (f"\nComment: {comment}" if comment else "")
+        + f"\nPortal: {_portal(pipeline)}",
+        emails=[backfill.requested_by.email],
+    )
+
+
+@transaction.atomic
+def backfill_approve(*, backfill_id: int, by: object, comment: str = "") -> Backfill:
+    """Approve and queue: re-checked as at submit (the same runs, no scheduled run racing)."""
+    backfill = _decidable_backfill(backfill_id, by)
+    try:
+        backfills.backfill_release(backfill)
+    except backfills.BackfillError as exc:
+        raise _conflict(str(exc)) from None
+    _backfill_decided(backfill, by, comment.strip(), "approved")
+    backfill.refresh_from_db()
+    return backfill
+
+
+@transaction.atomic
+def backfill_reject(*, backfill_id: int, by: object, comment: str) -> Backfill:
+    comment = comment.strip()
+    if not comment:
+        raise ReleaseError("Say why it is rejected: the requester reads it.", field="comment")
+    backfill = _decidable_backfill(backfill_id, by)
+    now = timezone.now()
+    Backfill.objects.filter(id=backfill.id).update(state=Backfill.State.REJECTED, finished_at=now)
+    _backfill_decided(backfill, by, comment, "rejected")
+    backfill.refresh_from_db()
+    return backfill
 
 
 # --- rollback --------------------------------------------------------------------------------

@@ -1,0 +1,240 @@
+"""The backfill outbox step: chunks one after another, Airflow down keeps the request and submits
+it once later, pause/resume/cancel through Airflow, progress from the synced runs; approvals in
+environments that require them follow the promotions' rules."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from pipelines.backfills import services as backfills
+from pipelines.backfills.models import Backfill
+from pipelines.releases import services as releases
+from pipelines.releases.services import ReleaseError
+from tests.backfills.conftest import day, scheduled_run
+from tests.backfills.test_backfills import submit
+
+State = Backfill.State
+
+
+def step(backfill: Backfill) -> float | None:
+    return backfills.backfill_step(backfill_id=backfill.id)
+
+
+def fresh(backfill: Backfill) -> Backfill:
+    return Backfill.objects.get(id=backfill.id)
+
+
+def due_now(backfill: Backfill) -> None:
+    Backfill.objects.filter(id=backfill.id).update(next_attempt_at=None)
+
+
+def test_chunks_are_submitted_one_after_another(deployed, alice, fake_airflow, settings):
+    settings.BACKFILL_CHUNK_RUNS = 4
+    backfill = submit(deployed, alice)
+
+    assert step(backfill) == backfills.FOLLOW_SECONDS
+    first = fake_airflow.backfills[1]
+    assert (first["dag_id"], first["reprocess_behavior"], first["max_active_runs"]) == (
+        "dev__orders_daily",
+        "none",
+        1,
+    )
+    assert (first["from_date"].day, first["to_date"].day) == (1, 4)
+    assert fresh(backfill).state == State.RUNNING
+
+    due_now(backfill)
+    step(backfill)  # Airflow still running it: nothing new
+    assert len(fake_airflow.backfills) == 1
+
+    fake_airflow.finish_backfill(1)
+    due_now(backfill)
+    assert step(backfill) == 0  # next chunk due at once
+    assert (fresh(backfill).state, fresh(backfill).chunk_index) == (State.QUEUED, 1)
+    step(backfill)
+    assert (
+        fake_airflow.backfills[2]["from_date"].day,
+        fake_airflow.backfills[2]["to_date"].day,
+    ) == (
+        5,
+        7,
+    )
+    fake_airflow.finish_backfill(2)
+    due_now(backfill)
+    assert step(backfill) is None
+    assert fresh(backfill).state == State.SUCCEEDED
+
+
+def test_airflow_down_keeps_the_request_and_submits_it_once_later(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice)
+    fake_airflow.down = True
+    wait = step(backfill)
+    assert wait
+    assert wait > 0
+    down = fresh(backfill)
+    assert (down.state, down.attempts) == (State.QUEUED, 1)
+    assert "unreachable" in down.last_error
+    assert step(backfill) is None  # not before the backoff: a second worker changes nothing
+    fake_airflow.down = False
+    due_now(backfill)
+    step(backfill)
+    step(backfill)  # a duplicate delivery of the task
+    assert fake_airflow.calls.count("backfill_create") == 2  # the failed try and one success
+    assert len(fake_airflow.backfills) == 1
+
+
+def test_another_backfill_in_airflow_makes_it_wait(deployed, alice, fake_airflow):
+    fake_airflow.backfill_create(
+        "dev__orders_daily", day(1), day(2), reprocess="none", max_active_runs=1
+    )
+    backfill = submit(deployed, alice)
+    assert step(backfill) == 15
+    assert fresh(backfill).last_error.startswith("Waiting: Airflow answered 409")
+    assert fresh(backfill).state == State.QUEUED
+
+
+def test_pause_resume_and_cancel_go_through_airflow(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice)
+    step(backfill)
+    backfills.backfill_pause(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    assert fresh(backfill).state == State.PAUSED
+    assert fake_airflow.backfills[1]["is_paused"]
+
+    backfills.backfill_resume(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    assert fresh(backfill).state == State.RUNNING
+    assert not fake_airflow.backfills[1]["is_paused"]
+
+    backfills.backfill_cancel(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    assert fresh(backfill).state == State.CANCELLED
+    assert fake_airflow.backfills[1]["completed_at"]
+    with pytest.raises(backfills.BackfillError) as caught:
+        backfills.backfill_resume(backfill_id=backfill.id, by=alice)
+    assert caught.value.status == 409
+    actions = list(
+        backfill.pipeline.audit_events.filter(action__startswith="backfill_").values_list(
+            "action", flat=True
+        )
+    )
+    assert actions == [
+        "backfill_requested",
+        "backfill_paused",
+        "backfill_resumed",
+        "backfill_cancelled",
+    ]
+
+
+def test_cancel_before_submission_never_reaches_airflow(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice)
+    backfills.backfill_cancel(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    assert fresh(backfill).state == State.CANCELLED
+    assert "backfill_create" not in fake_airflow.calls
+
+
+def test_progress_counts_the_synced_runs(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    submitted = fresh(backfill).submitted_at
+    dev = deployed["dev"]
+    for n, state in [(1, "success"), (2, "success"), (3, "failed"), (4, "running")]:
+        scheduled_run(dev, n, state, run_type="backfill", queued_at=submitted)
+    scheduled_run(dev, 5, "success")  # an older run, before the backfill: not its progress
+    counts = backfills.progress(fresh(backfill))
+    assert {k: counts[k] for k in ("done", "failed", "running", "queued")} == {
+        "done": 2,
+        "failed": 1,
+        "running": 1,
+        "queued": 3,
+    }
+    assert counts["percent"] == 43
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+def test_an_approver_releases_a_prod_backfill(deployed, alice, bob, fake_airflow):
+    backfill = submit(deployed, alice, env="prod")
+    assert step(backfill) is None  # awaiting approval: not claimable
+    approved = releases.backfill_approve(backfill_id=backfill.id, by=bob, comment="ok")
+    assert (approved.state, approved.decided_by) == (State.QUEUED, bob)
+    step(backfill)
+    assert fake_airflow.backfills[1]["dag_id"] == "prod__orders_daily"
+
+
+def test_backfill_approval_rules(deployed, alice, bob, team, carol):
+    backfill = submit(deployed, alice, env="prod")
+    team.memberships.filter(user=alice).update(role="approver")
+    with pytest.raises(ReleaseError) as own:
+        releases.backfill_approve(backfill_id=backfill.id, by=alice)
+    with pytest.raises(ReleaseError) as editor:
+        releases.backfill_approve(backfill_id=backfill.id, by=carol)
+    assert (own.value.status, editor.value.status) == (403, 403)
+    assert "four eyes" in own.value.message
+    with pytest.raises(ReleaseError) as no_comment:
+        releases.backfill_reject(backfill_id=backfill.id, by=bob, comment="")
+    assert no_comment.value.field == "comment"
+    rejected = releases.backfill_reject(backfill_id=backfill.id, by=bob, comment="Not today.")
+    assert rejected.state == State.REJECTED
+    with pytest.raises(ReleaseError) as final:
+        releases.backfill_approve(backfill_id=backfill.id, by=bob)
+    assert final.value.status == 409
+
+
+def test_a_backfill_whose_runs_changed_since_filing_is_stale(deployed, alice, bob):
+    backfill = submit(deployed, alice, env="prod")
+    scheduled_run(deployed["prod"], 2)
+    with pytest.raises(ReleaseError) as caught:
+        releases.backfill_approve(backfill_id=backfill.id, by=bob)
+    assert caught.value.status == 409
+    assert "it would now run 6 runs, not the 7 filed" in caught.value.message
+
+
+# --- the duplicate-submit race -----------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_identical_submits_at_once_make_one_backfill(deployed, alice, tasks_unsent):
+    shown = backfills.backfill_preview(
+        pipeline=deployed["dev"].version.pipeline,
+        environment=deployed["dev"].environment,
+        first=day(1),
+        last=day(7),
+        reprocess="missing",
+        max_active_runs=1,
+    )
+    barrier, made, errors = threading.Barrier(2), [], []
+
+    def click() -> None:
+        try:
+            barrier.wait()
+            made.append(
+                backfills.backfill_request(
+                    pipeline=shown.pipeline,
+                    environment=shown.environment,
+                    first=shown.first,
+                    last=shown.last,
+                    reprocess="missing",
+                    max_active_runs=1,
+                    reason="double click",
+                    fingerprint=shown.fingerprint,
+                    by=alice,
+                )
+            )
+        except backfills.BackfillError as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=click) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1
+    assert [e.status for e in errors] == [409]
+    assert Backfill.objects.count() == 1
