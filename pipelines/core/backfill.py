@@ -111,11 +111,14 @@ class Runs(Sequence[PlannedRun]):
         self.grain = grain
 
     @classmethod
-    def of(cls, runs: Iterable[PlannedRun], grain: str) -> Runs:
+    def of(cls, runs: Iterable[PlannedRun]) -> Runs:
+        """Return `runs` as Runs (a list of PlannedRun, or Runs as they are)."""
         if isinstance(runs, Runs):
             return runs
-        columns = list(zip(*runs, strict=True))[:4] or [(), (), (), ()]
-        return cls(*columns, grain=grain)
+        columns = list(zip(*runs, strict=True))
+        if not columns:
+            return cls((), (), (), (), grain="day")
+        return cls(*columns[:4], grain=columns[4][0])
 
     def __len__(self) -> int:
         return len(self.logical_dates)
@@ -216,7 +219,7 @@ def reprocess_runs(
     re-runs an existing DagRun by clearing it (same run id, its run type becomes backfill).
     """
     creates = _CREATES[policy]
-    columns = Runs.of(runs, grain="day")
+    columns = Runs.of(runs)
     status = tuple(map(_STATUS.__getitem__, map(existing.get, columns.logical_dates)))
     return Reprocess(create=columns.select(map(creates.__contains__, status)), status=status)
 
@@ -246,8 +249,7 @@ class _Timetable:
         previous = self.step(current, forward=False)
         return previous if self.step(previous, forward=True) != current else current
 
-    def first(self, earliest: datetime) -> Run:
-        start = self.align_to_next(earliest)
+    def run_at(self, start: datetime) -> Run:
         return Run(start, self.step(start, forward=True))
 
     def following(self, last: Run, earliest: datetime) -> Run | None:
@@ -273,7 +275,7 @@ def backfill_runs(expr: str, tz: str, from_date: datetime, to_date: datetime) ->
     timetable = _Timetable(expr, ZoneInfo(tz))
     earliest = timetable.align_to_next(from_date)
     runs: list[Run] = []
-    run: Run | None = timetable.first(earliest)
+    run: Run | None = timetable.run_at(earliest)
     while run is not None and run.start <= to_date:
         runs.append(run)
         run = timetable.following(run, earliest)
@@ -494,7 +496,8 @@ def plan(expr: str, tz: str, grain: str, first: datetime, last: datetime, *, now
     floor = _Columns(grain, zone).floor
     first, last = floor(first), floor(last)
     # A fire safely before `first` (walls go back at most _FOLD): its run loads none of it.
-    head = timetable.first(timetable.step(_localize(first - size - _FOLD, zone), forward=False))
+    # Not aligned again: a fire's _align_to_next can be the fire after it (see _assemble).
+    head = timetable.run_at(timetable.step(_localize(first - size - _FOLD, zone), forward=False))
     stop_wall = last + size + _FOLD
     spans = _spans(
         tz, zone, head.start - timedelta(days=1), _localize(stop_wall, zone) + timedelta(days=8)
