@@ -1,0 +1,196 @@
+"""Reads of backfills: the list across pipelines (page and API), a pipeline's recent ones, one
+backfill's page, the ones awaiting approval, and progress for many backfills at once.
+
+A list reads its rows in one query and the progress of every listed backfill in one more,
+whatever the number of rows: `progress_for` aggregates the synced runs of all of them in a
+single query, with the same rules as `services.progress` (one backfill, one query);
+`backfill_progress` adds the ETA from the pipelines' health rows (one query more).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import timedelta
+from functools import reduce
+from operator import or_
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from pipelines.authoring.models import Pipeline
+from pipelines.backfills.models import Backfill
+from pipelines.core import access
+from pipelines.core.airflow import DagRunState
+from pipelines.core.models import Membership
+from pipelines.monitoring.models import PipelineHealth, RunRecord
+
+State = Backfill.State
+LIST_ORDER = ["-requested_at", "-id"]
+# The list's state filter: one state, or "active" (awaiting approval, queued, running, paused).
+BACKFILL_STATES = (*State.values, "active")
+RECENT = 5  # backfills shown on a pipeline's page
+AWAITING_SHOWN = 50  # backfills awaiting approval shown in the approvals queue
+# Runs Airflow queued just before the portal recorded the submit still belong to it
+# (services.progress allows the same).
+SUBMIT_SLACK = timedelta(seconds=5)
+
+
+def backfill_queryset(
+    *, team: str = "", environment: str = "", state: str = "", pipeline: str = ""
+) -> QuerySet[Backfill]:
+    """Backfills of `pipeline` or `team`'s pipelines in `environment` in `state` (slugs and a
+    BACKFILL_STATES value; empty: any), newest first, with what a list row or page shows."""
+    rows = Backfill.objects.select_related(
+        "pipeline__team", "environment", "requested_by", "decided_by"
+    )
+    if team:
+        rows = rows.filter(pipeline__team__slug=team)
+    if environment:
+        rows = rows.filter(environment__slug=environment)
+    if pipeline:
+        rows = rows.filter(pipeline__slug=pipeline)
+    if state == "active":
+        rows = rows.filter(state__in=Backfill.ACTIVE_STATES)
+    elif state:
+        rows = rows.filter(state=state)
+    return rows.order_by(*LIST_ORDER)
+
+
+def backfill_get(*, backfill_id: int) -> Backfill:
+    """The backfill with everything its page shows about it; 404 if there is none."""
+    return get_object_or_404(
+        Backfill.objects.select_related(
+            "pipeline__team", "environment", "requested_by", "decided_by"
+        ),
+        id=backfill_id,
+    )
+
+
+def pipeline_backfills(*, pipeline: Pipeline) -> list[tuple[Backfill, dict[str, Any]]]:
+    """The pipeline's newest backfills with their progress (two queries)."""
+    rows = list(backfill_queryset(pipeline=pipeline.slug)[:RECENT])
+    progress = progress_for(rows)
+    return [(backfill, progress[backfill.id]) for backfill in rows]
+
+
+def awaiting_approval(*, environment: str = "", pipeline: str = "") -> list[Backfill]:
+    """Backfills waiting for an approver, newest first (one query, at most AWAITING_SHOWN)."""
+    rows = backfill_queryset(
+        state=State.AWAITING_APPROVAL, environment=environment, pipeline=pipeline
+    )
+    return list(rows[:AWAITING_SHOWN])
+
+
+def decidable_queryset(*, user: object) -> QuerySet[Backfill]:
+    """Backfills awaiting approval that `user` may decide (not evaluated: the badge counts it
+    together with the promotions)."""
+    rows = Backfill.objects.filter(state=State.AWAITING_APPROVAL).exclude(requested_by=user)
+    if not access.is_platform_admin(user):
+        teams = Membership.objects.filter(user=user, role=Membership.Role.APPROVER)
+        rows = rows.filter(pipeline__team_id__in=teams.values("team_id"))
+    return rows
+
+
+def may_decide(user: object, backfill: Backfill, approver_teams: set[int]) -> bool:
+    """Whether `user` may approve or reject `backfill` now: the promotions' rule (an approver
+    of the team or a platform admin, not the requester). No query: `approver_teams` holds the
+    teams `user` approves for."""
+    if backfill.state != State.AWAITING_APPROVAL:
+        return False
+    if backfill.requested_by_id == getattr(user, "pk", None):
+        return False
+    return access.is_platform_admin(user) or backfill.pipeline.team_id in approver_teams
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+def _runs_of(backfill: Backfill) -> Q:
+    """The synced runs that belong to `backfill` (submitted: it has a submitted_at)."""
+    return Q(
+        environment_id=backfill.environment_id,
+        dag_id=backfill.dag_id,
+        logical_date__gte=backfill.from_date,
+        logical_date__lte=backfill.to_date,
+        queued_at__gte=backfill.submitted_at - SUBMIT_SLACK,
+    )
+
+
+def progress_counts(backfill: Backfill, *, done: int, failed: int, started: int) -> dict[str, Any]:
+    """Done / running / failed / queued and the percent finished, from the numbers of runs
+    that succeeded, failed, and exist at all."""
+    total = backfill.runs
+    running = started - done - failed
+    return {
+        "done": done,
+        "running": running,
+        "failed": failed,
+        "queued": max(total - started, 0),
+        "runs": total,
+        "partitions": backfill.partitions,
+        "percent": round(100 * (done + failed) / total) if total else 100,
+    }
+
+
+def progress_for(backfills: Iterable[Backfill]) -> dict[int, dict[str, Any]]:
+    """{backfill id: progress} for every backfill given, in one query (none if none was
+    submitted to Airflow yet)."""
+    backfills = list(backfills)
+    submitted = [b for b in backfills if b.submitted_at is not None]
+    found: dict[str, int] = {}
+    if submitted:
+        aggregates = {}
+        for backfill in submitted:
+            runs, key = _runs_of(backfill), backfill.id
+            aggregates[f"done_{key}"] = Count("id", filter=runs & Q(state=DagRunState.SUCCESS))
+            aggregates[f"failed_{key}"] = Count("id", filter=runs & Q(state=DagRunState.FAILED))
+            aggregates[f"started_{key}"] = Count("id", filter=runs)
+        where = reduce(or_, (_runs_of(b) for b in submitted))
+        found = RunRecord.objects.filter(where).aggregate(**aggregates)
+    return {
+        b.id: progress_counts(
+            b,
+            done=found.get(f"done_{b.id}", 0),
+            failed=found.get(f"failed_{b.id}", 0),
+            started=found.get(f"started_{b.id}", 0),
+        )
+        for b in backfills
+    }
+
+
+def eta_from(backfill: Backfill, counts: dict[str, Any], p50_s: float | None) -> float | None:
+    """Seconds until the runs not finished yet are done at the backfill's concurrency, from the
+    typical run's duration there (None: no run finished there yet)."""
+    remaining = counts["queued"] + counts["running"]
+    if not remaining:
+        return 0.0
+    if not p50_s:
+        return None
+    return math.ceil(remaining / max(backfill.max_active_runs, 1)) * p50_s
+
+
+def backfill_progress(
+    backfills: Iterable[Backfill],
+) -> dict[int, tuple[dict[str, Any], float | None]]:
+    """{backfill id: (progress, ETA seconds)} for every backfill given, in two queries."""
+    backfills = list(backfills)
+    progress = progress_for(backfills)
+    pairs = {(b.pipeline_id, b.environment_id) for b in backfills}
+    typical: dict[tuple[int, int], float | None] = {}
+    if pairs:
+        where = reduce(or_, (Q(pipeline_id=p, environment_id=e) for p, e in pairs))
+        typical = {
+            (row["pipeline_id"], row["environment_id"]): row["p50_duration_s"]
+            for row in PipelineHealth.objects.filter(where).values(
+                "pipeline_id", "environment_id", "p50_duration_s"
+            )
+        }
+    return {
+        b.id: (
+            progress[b.id],
+            eta_from(b, progress[b.id], typical.get((b.pipeline_id, b.environment_id))),
+        )
+        for b in backfills
+    }
