@@ -709,3 +709,5 @@ def audit_list(
 
 # Promotions, rollback, upgrade, checklist: their own module, which builds on the helpers above.
 api.add_router("", "pipelines.api.releases.router")
+# Backfills: preview, submit, follow, pause / resume / cancel, approval.
+api.add_router("", "pipelines.api.backfills.router")

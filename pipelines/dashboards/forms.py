@@ -15,6 +15,7 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 
 from pipelines.alerts.models import Alert
+from pipelines.backfills.selectors import BACKFILL_STATES
 from pipelines.core.models import AuditEvent
 from pipelines.dashboards.selectors import ALERT_STATES, HEALTH_SORTS, HealthFilters
 from pipelines.monitoring.models import Verdict
@@ -152,5 +153,22 @@ class PromotionFilterForm(ListFilterForm):
         "state": Promotion.State.PENDING,
         "environment": "",
         "pipeline": "",
+        **ListFilterForm.defaults,
+    }
+
+
+class BackfillFilterForm(ListFilterForm):
+    """Filters of GET /api/v1/backfills (and a backfills list page): a state or "active"."""
+
+    state = _choice(list(BACKFILL_STATES), empty=True)
+    pipeline = _slug()
+    environment = _slug()
+    team = _slug()
+
+    defaults: ClassVar[dict[str, Any]] = {
+        "pipeline": "",
+        "environment": "",
+        "state": "",
+        "team": "",
         **ListFilterForm.defaults,
     }

@@ -28,7 +28,7 @@ from pipelines.authoring.forms import PipelineForm
 from pipelines.authoring.services import pipeline_create
 from pipelines.core.tokens import token_create
 from pipelines.deployments import services as deploy
-from pipelines.models import Alert, Deployment, Pipeline, Promotion, RunRequest
+from pipelines.models import Alert, Backfill, Deployment, Pipeline, Promotion, RunRequest
 from tests.conftest import form_data, make_health, pipeline_payload
 
 MAX_EXAMPLES = 30  # per operation: about 12 s for the whole API
@@ -58,8 +58,8 @@ def wsgi_app() -> Iterator[Any]:
 
 @pytest.fixture
 def known(alice, team, orders, environments, fake_airflow) -> dict[str, Any]:
-    """A deployed pipeline with a run, a health row, an open alert and a pending promotion:
-    things to find."""
+    """A deployed pipeline with a run, a health row, an open alert, a pending promotion and a
+    queued backfill: things to find."""
     form = PipelineForm(form_data(), user=alice)
     assert form.is_valid(), form.errors
     pipeline: Pipeline = pipeline_create(spec=form.spec, by=alice)
@@ -103,12 +103,29 @@ def known(alice, team, orders, environments, fake_airflow) -> dict[str, Any]:
         checklist=[],
         requested_by=alice,
     )
+    backfill = Backfill.objects.create(
+        pipeline=pipeline,
+        environment=environments["dev"],
+        dag_id=deployment.dag_id,
+        first_partition="2026-01-01",
+        last_partition="2026-01-02",
+        from_date=now,
+        to_date=now,
+        reprocess="missing",
+        reason="Fuzz.",
+        fingerprint="0" * 64,
+        partitions=2,
+        runs=2,
+        chunks=[[now.isoformat(), now.isoformat()]],
+        requested_by=alice,
+    )
     return {
         "slug": pipeline.slug,
         "number": version.number,
         "deployment_id": deployment.id,
         "run_id": run.id,
         "promotion_id": promotion.id,
+        "backfill_id": backfill.id,
     }
 
 
