@@ -104,6 +104,15 @@ def may_decide(user: object, backfill: Backfill, approver_teams: set[int]) -> bo
     return access.is_platform_admin(user) or backfill.pipeline.team_id in approver_teams
 
 
+def changing(backfill: Backfill) -> bool:
+    """Whether the backfill's state or progress may change without anyone asking (a page
+    polls it then): queued or running, or paused with a resume or cancel not carried out
+    yet."""
+    if backfill.state in (State.QUEUED, State.RUNNING):
+        return True
+    return backfill.state == State.PAUSED and backfill.wanted != Backfill.Wanted.PAUSE
+
+
 # --- progress --------------------------------------------------------------------------------
 
 

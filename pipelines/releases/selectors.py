@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404
 
 from pipelines.authoring.codegen import CodegenError
 from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.backfills import selectors as backfill_selectors
 from pipelines.core import access
 from pipelines.core.models import Membership
 from pipelines.deployments.models import Environment
@@ -64,14 +65,16 @@ def may_decide(user: object, promotion: Promotion, approver_teams: set[int]) -> 
 
 
 def promotion_pending_count(*, user: object) -> int:
-    """How many pending requests `user` may decide: the nav badge, in one query."""
+    """How many pending promotions and backfills awaiting approval `user` may decide: the nav
+    badge, in one query."""
     if not getattr(user, "is_authenticated", False):
         return 0
     pending = Promotion.objects.filter(state=Promotion.State.PENDING).exclude(requested_by=user)
     if not access.is_platform_admin(user):
         teams = Membership.objects.filter(user=user, role=Membership.Role.APPROVER)
         pending = pending.filter(pipeline__team_id__in=teams.values("team_id"))
-    return pending.count()
+    backfills = backfill_selectors.decidable_queryset(user=user)
+    return pending.values("id").union(backfills.values("id"), all=True).count()
 
 
 def promotion_get(*, promotion_id: int) -> Promotion:

@@ -16,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
+from pipelines.backfills import selectors as backfill_selectors
 from pipelines.dashboards.forms import PromotionFilterForm
 from pipelines.dashboards.selectors import keyset_page
 from pipelines.deployments.models import Environment
@@ -29,7 +30,7 @@ from pipelines.releases.models import Promotion
 @login_required
 def approval_queue(request: HttpRequest) -> HttpResponse:
     """Promotions by state (pending unless asked) and environment, newest first, each saying
-    whether the viewer may decide it."""
+    whether the viewer may decide it; and the backfills awaiting approval."""
     form = PromotionFilterForm(request.GET)
     values = form.values
     filters = {name: values[name] for name in ("state", "environment", "pipeline")}
@@ -42,11 +43,17 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
         before=values["before"],
     )
     teams = selectors.approver_team_ids(request.user)
+    waiting = backfill_selectors.awaiting_approval(
+        environment=filters["environment"], pipeline=filters["pipeline"]
+    )
     context = {
         "form": form,
         "filters": filters,
         "page": page,
         "rows": [(p, selectors.may_decide(request.user, p, teams)) for p in page.object_list],
+        "backfill_rows": [
+            (b, backfill_selectors.may_decide(request.user, b, teams)) for b in waiting
+        ],
         "states": selectors.QUEUE_STATES,
         "environments": Environment.objects.filter(requires_approval=True).order_by("order"),
     }

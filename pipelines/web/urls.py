@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pipelines.web import approvals, releases, views
+from pipelines.web import approvals, backfills, releases, views
 
 app_name = "pipelines"
 
@@ -50,6 +50,26 @@ urlpatterns = [
     path("pipelines/<slug:slug>/rollback/", releases.rollback, name="rollback"),
     path("pipelines/<slug:slug>/upgrade/", releases.upgrade, name="upgrade"),
     path("upgrades/", releases.upgrades, name="upgrades"),
+    path("pipelines/<slug:slug>/backfill/", backfills.backfill_form, name="backfill"),
+    path(
+        "pipelines/<slug:slug>/backfill/preview",
+        backfills.backfill_preview_fragment,
+        name="backfill-preview",
+    ),
+    path(
+        "pipelines/<slug:slug>/backfills/",
+        backfills.pipeline_backfills,
+        name="pipeline-backfills",
+    ),
+    path("backfills/", backfills.backfill_list, name="backfills"),
+    path("backfills/<int:backfill_id>/", backfills.backfill_detail, name="backfill-detail"),
+    path("backfills/<int:backfill_id>/pause", backfills.backfill_pause, name="backfill-pause"),
+    path("backfills/<int:backfill_id>/resume", backfills.backfill_resume, name="backfill-resume"),
+    path("backfills/<int:backfill_id>/cancel", backfills.backfill_cancel, name="backfill-cancel"),
+    path(
+        "backfills/<int:backfill_id>/approve", backfills.backfill_approve, name="backfill-approve"
+    ),
+    path("backfills/<int:backfill_id>/reject", backfills.backfill_reject, name="backfill-reject"),
     path(
         "pipelines/<slug:slug>/versions/<int:a>/diff/<int:b>/",
         views.version_diff,

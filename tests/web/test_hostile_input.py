@@ -45,7 +45,14 @@ QUERY_NAMES = [
     "next",
     "anything",
 ]
-KNOWN = {"slug": "orders-daily", "number": "1", "a": "1", "b": "1", "promotion_id": "1"}
+KNOWN = {
+    "slug": "orders-daily",
+    "number": "1",
+    "a": "1",
+    "b": "1",
+    "promotion_id": "1",
+    "backfill_id": "1",
+}
 SKIPPED_NAMESPACES = {"admin", "api"}  # Django's own admin; the API is fuzzed separately
 PARAM = re.compile(r"<(?:(?P<converter>[a-z]+):)?(?P<name>\w+)>")
 
