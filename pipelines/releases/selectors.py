@@ -74,7 +74,9 @@ def promotion_pending_count(*, user: object) -> int:
         teams = Membership.objects.filter(user=user, role=Membership.Role.APPROVER)
         pending = pending.filter(pipeline__team_id__in=teams.values("team_id"))
     backfills = backfill_selectors.decidable_queryset(user=user)
-    return pending.values("id").union(backfills.values("id"), all=True).count()
+    # No ORDER BY inside the UNION: SQLite refuses one in a compound statement's parts.
+    both = pending.order_by().values("id").union(backfills.order_by().values("id"), all=True)
+    return both.count()
 
 
 def promotion_get(*, promotion_id: int) -> Promotion:
