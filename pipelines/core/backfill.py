@@ -529,15 +529,30 @@ def _assemble(
     )
     if not runs:
         return Plan(first, last, None, None, runs, unfinished)
-    start = runs.logical_dates[0]
+    from_date = _from_date(timetable, runs.logical_dates[0])
+    return Plan(first, last, from_date, runs.logical_dates[-1], runs, unfinished)
+
+
+def _from_date(timetable: _Timetable, logical_date: datetime) -> datetime:
     # Airflow starts at _align_to_next(from_date), which is not from_date itself when the
     # next fire was moved by a DST gap: from 03-07 02:00 EST, a daily 02:00 New York cron
     # starts at 03-08 03:00 EDT (its _get_prev is itself), skipping 03-07. A second earlier
     # starts at the run wanted.
-    for from_date in (start, start - timedelta(seconds=1)):
-        if timetable.align_to_next(from_date) == start:
-            return Plan(first, last, from_date, runs.logical_dates[-1], runs, unfinished)
+    for from_date in (logical_date, logical_date - timedelta(seconds=1)):
+        if timetable.align_to_next(from_date) == logical_date:
+            return from_date
+    local = logical_date.astimezone(timetable.zone)
     raise ScheduleError(
-        "Airflow cannot start a backfill at the run that loads "
-        f"{first:%Y-%m-%d %H:%M} across this DST change: start the range a day earlier."
+        f"Airflow cannot start a backfill at the run of {local:%Y-%m-%d %H:%M %Z} across this "
+        "DST change: start the range a day earlier."
     )
+
+
+def from_date_for(expr: str, tz: str, logical_date: datetime) -> datetime:
+    """Return the from_date that makes Airflow's backfill start at the run of `logical_date`.
+
+    The logical date itself, or a second before it where a DST gap would make Airflow skip
+    it; for a backfill sent in chunks, each chunk's from_date. Its to_date is the chunk's
+    last logical date (Airflow includes it).
+    """
+    return _from_date(_Timetable(expr, ZoneInfo(tz)), logical_date)

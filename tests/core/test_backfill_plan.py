@@ -26,6 +26,7 @@ from pipelines.core.backfill import (
     PlannedRun,
     Runs,
     backfill_runs,
+    from_date_for,
     plan,
     reprocess_runs,
 )
@@ -190,6 +191,9 @@ def test_new_york_daily_runs_once_a_day_across_both_changes():
     assert spring.from_date == utc(2026, 3, 7, 6, 59, 59)
     on_the_dot = backfill_runs("0 2 * * *", "America/New_York", utc(2026, 3, 7, 7), spring.to_date)
     assert [r.start for r in on_the_dot] == list(spring.logical_dates[1:])
+    # The same for a chunk of a backfill starting there, or anywhere else.
+    assert from_date_for("0 2 * * *", "America/New_York", utc(2026, 3, 7, 7)) == spring.from_date
+    assert from_date_for("0 2 * * *", "America/New_York", utc(2026, 3, 9, 6)) == utc(2026, 3, 9, 6)
     fall = plan(
         "30 1 * * *", "America/New_York", "day",
         wall(2026, 10, 31), wall(2026, 11, 2), now=NOW,
