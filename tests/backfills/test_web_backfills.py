@@ -23,6 +23,7 @@ from pipelines.releases.selectors import promotion_pending_count
 from tests.backfills.conftest import NOW, scheduled_run
 from tests.backfills.test_backfills import submit
 from tests.conftest import make_health
+from tests.releases.conftest import edit, mark_deployed
 
 State = Backfill.State
 FORM = reverse("pipelines:backfill", args=["orders-daily"])
@@ -105,6 +106,28 @@ def test_the_form_renders_with_date_inputs_and_the_live_preview(client, alice, d
     assert '<option value="dev" selected>' in html  # where it runs
     assert 'id="preview-empty"' in html
     assert "allow_over_cap" not in html  # not a platform admin
+
+
+def test_an_hourly_pipeline_takes_hours(client, alice, pipeline, envs, frozen):
+    version = edit(
+        pipeline,
+        alice,
+        partition_grain="hour",
+        schedule="15 * * * *",
+        partition_column="updated_at",
+    )
+    mark_deployed(version, envs["dev"], alice)
+    client.force_login(alice)
+
+    html = client.get(FORM).content.decode()
+    assert 'type="text" name="start"' in html
+    assert 'placeholder="YYYY-MM-DDTHH:00"' in html
+    shown = preview(client, start="2026-11-09T20:00", end="2026-11-09T23:00")
+    assert partitions(shown) == 4
+    assert "<code>2026-11-09T20:00</code>" in shown
+    assert "Enter the partition as 2026-11-10T13:00." in slot(
+        preview(client, start="yesterday"), "start"
+    )
 
 
 def test_a_platform_admin_sees_allow_over_cap(client, deployed, team):
