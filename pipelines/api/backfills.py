@@ -217,8 +217,8 @@ def checked(request: HttpRequest, slug: str, payload: BackfillPreviewIn) -> Back
     "/pipelines/{slug}/backfills/preview",
     response={200: PreviewOut, 422: ErrorsOut, **REFUSED},
     description="What a backfill of the range would run, and the fingerprint to submit it "
-    "with. 422: a guardrail refuses it (the message is under its field). 409: another backfill "
-    "of the pipeline is active there.",
+    "with. 422: a guardrail refuses it, another active backfill there included (the message is "
+    "under its field, as on the page).",
 )
 def backfill_preview(request: HttpRequest, slug: str, payload: BackfillPreviewIn) -> Any:
     form = checked(request, slug, payload)
@@ -237,6 +237,8 @@ def backfill_preview(request: HttpRequest, slug: str, payload: BackfillPreviewIn
             allow_over_cap=data["allow_over_cap"],
         )
     except backfills.BackfillError as exc:
+        if exc.status == 409:  # an active backfill: a conflict on submit, a guardrail here
+            return Status(422, {"errors": {f: [m] for f, m in exc.errors.items()}})
         return refused(exc)
     return preview.as_json()
 

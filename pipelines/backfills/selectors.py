@@ -117,14 +117,20 @@ def changing(backfill: Backfill) -> bool:
 
 
 def _runs_of(backfill: Backfill) -> Q:
-    """The synced runs that belong to `backfill` (submitted: it has a submitted_at)."""
-    return Q(
+    """The synced runs that belong to `backfill` (submitted: it has a submitted_at): backfill
+    runs (Airflow makes a re-run existing run one too) of its DAG and range, queued while it
+    was active — not a later backfill's, nor a run-now's or a scheduled run's."""
+    runs = Q(
         environment_id=backfill.environment_id,
         dag_id=backfill.dag_id,
+        run_type="backfill",
         logical_date__gte=backfill.from_date,
         logical_date__lte=backfill.to_date,
         queued_at__gte=backfill.submitted_at - SUBMIT_SLACK,
     )
+    if backfill.finished_at is not None:
+        runs &= Q(queued_at__lte=backfill.finished_at)
+    return runs
 
 
 def progress_counts(backfill: Backfill, *, done: int, failed: int, started: int) -> dict[str, Any]:

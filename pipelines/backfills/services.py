@@ -24,12 +24,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from pipelines.alerts.services import notice_send
 from pipelines.authoring.models import Pipeline
 from pipelines.authoring.spec import PipelineSpec
+from pipelines.backfills import selectors
 from pipelines.backfills.models import Backfill
 from pipelines.core import access, schedule
 from pipelines.core import backfill as plans
@@ -38,7 +38,6 @@ from pipelines.core.airflow import (
     AirflowConflict,
     AirflowError,
     AirflowUnavailable,
-    DagRunState,
 )
 from pipelines.core.audit import audit_record
 from pipelines.deployments.models import Deployment, Environment
@@ -74,7 +73,7 @@ class Preview:
     reprocess: str
     max_active_runs: int
     plan: Any  # core.backfill.Plan
-    to_run: list[Any]  # the plan's runs Airflow will create
+    to_run: Any  # core.backfill.Runs: the plan's runs Airflow will create
     counts: dict[str, int]  # loaded / failed / running / missing over every partition in range
     estimate_seconds: float | None
     next_run: datetime | None
@@ -84,7 +83,7 @@ class Preview:
 
     @property
     def partitions(self) -> int:
-        return sum(len(run.partitions) for run in self.to_run)
+        return _partition_count(self.to_run, self.spec.partition_grain)
 
     def keys(self, runs: list[Any]) -> list[str]:
         grain = self.spec.partition_grain
@@ -143,6 +142,11 @@ def _epoch_sql(column: str) -> str:
     return f"CAST(strftime('%%s', {column}) AS INTEGER)"
 
 
+def _partition_count(runs: Any, grain: str) -> int:
+    size = schedule.GRAINS[grain]
+    return sum((high - low) // size for low, high in zip(runs.lows, runs.highs, strict=True))
+
+
 def fingerprint_of(
     deployment: Deployment, reprocess: str, max_active_runs: int, runs: list[Any]
 ) -> str:
@@ -150,9 +154,7 @@ def fingerprint_of(
     digest = hashlib.sha256(
         f"{deployment.id}|{deployment.dag_id}|{reprocess}|{max_active_runs}|".encode()
     )
-    for run in runs:
-        digest.update(run.logical_date.isoformat().encode())
-        digest.update(b",")
+    digest.update(",".join(d.isoformat() for d in runs.logical_dates).encode())
     return digest.hexdigest()
 
 
@@ -209,11 +211,13 @@ def backfill_preview(
         else {}
     )
     decided = plans.reprocess_runs(plan.runs, existing, reprocess)
-    to_run, statuses = list(decided.create), decided.status
+    to_run = decided.create
+    size = schedule.GRAINS[spec.partition_grain]
     counts = {"loaded": 0, "failed": 0, "running": 0, "missing": 0}
-    for run, status in zip(plan.runs, statuses, strict=True):
-        counts[status] += len(run.partitions)
-    partitions = sum(len(run.partitions) for run in to_run)
+    # Partitions, not runs (a run may load several, or none): from the plan's columns.
+    for status, low, high in zip(decided.status, plan.runs.lows, plan.runs.highs, strict=True):
+        counts[status] += (high - low) // size
+    partitions = _partition_count(to_run, spec.partition_grain)
     limits, overlap = limit_errors(
         pipeline=pipeline,
         environment=environment,
@@ -336,14 +340,17 @@ def scheduled_race(
             "cannot include it. End the range before it, or wait until the scheduled run has "
             "finished."
         )
-    in_range = {p for run in plan.runs for p in run.partitions}
+    runs = plan.runs
+    if not runs:
+        return None
+    lowest, beyond = runs.lows[0], runs.highs[-1]  # the runs tile [lowest, beyond)
     grace = timedelta(minutes=settings.BACKFILL_SCHEDULE_GRACE_MINUTES)
     fires = schedule.next_fire_times(spec.schedule, spec.timezone, 3, after=now - grace)
     for fire in fires:
         if fire > now + grace:
             break
         for partition in schedule.partitions_for_fire(spec.schedule, spec.timezone, grain, fire):
-            if partition in in_range:
+            if lowest <= partition < beyond:
                 when = "is being loaded" if fire <= now else "will be loaded"
                 return (
                     f"{schedule.format_partition(partition, grain)} {when} by the scheduled "
@@ -356,13 +363,19 @@ def scheduled_race(
 # --- submit ----------------------------------------------------------------------------------
 
 
-def _chunks(plan_runs: list[Any], size: int) -> list[list[str]]:
-    """Consecutive runs in groups of `size`, as Airflow backfill ranges [from, to)."""
+def _chunks(spec: PipelineSpec, runs: Any, size: int) -> list[list[str]]:
+    """The runs to create in groups of `size`, each as one Airflow backfill [from, to].
+
+    Airflow's range bounds the logical dates, both ends included; the runs in between that
+    are not to be created are skipped by the same reprocess rule that left them out here.
+    from_date_for steps back a second where a DST gap would make Airflow skip the first run.
+    """
     out = []
-    for i in range(0, len(plan_runs), size):
-        group = plan_runs[i : i + size]
-        # Airflow's range bounds the logical dates, both ends included.
-        out.append([group[0].logical_date.isoformat(), group[-1].logical_date.isoformat()])
+    dates = runs.logical_dates
+    for i in range(0, len(dates), size):
+        first, last = dates[i], dates[min(i + size, len(dates)) - 1]
+        start = plans.from_date_for(spec.schedule, spec.timezone, first)
+        out.append([start.isoformat(), last.isoformat()])
     return out
 
 
@@ -444,7 +457,7 @@ def _create(preview: Preview, *, reason: str, by: object) -> Backfill:
             fingerprint=preview.fingerprint,
             partitions=preview.partitions,
             runs=len(preview.to_run),
-            chunks=_chunks(preview.plan.runs, settings.BACKFILL_CHUNK_RUNS),
+            chunks=_chunks(preview.spec, preview.to_run, settings.BACKFILL_CHUNK_RUNS),
             state=State.AWAITING_APPROVAL if needs_approval else State.QUEUED,
             requested_by=by,
         )
@@ -500,7 +513,7 @@ def backfill_release(backfill: Backfill, *, now: datetime | None = None) -> None
         if plan.runs
         else {}
     )
-    to_run = list(plans.reprocess_runs(plan.runs, existing, backfill.reprocess).create)
+    to_run = plans.reprocess_runs(plan.runs, existing, backfill.reprocess).create
     if fingerprint_of(deployment, backfill.reprocess, backfill.max_active_runs, to_run) != (
         backfill.fingerprint
     ):
@@ -712,39 +725,12 @@ def _submit(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> floa
 
 
 def progress(backfill: Backfill) -> dict[str, Any]:
-    """Done / running / failed / queued partitions from the synced runs (no call to Airflow)."""
-    counts = {"done": 0, "running": 0, "failed": 0}
-    if backfill.submitted_at is not None:
-        rows = (
-            RunRecord.objects.filter(
-                environment=backfill.environment_id,
-                dag_id=backfill.dag_id,
-                logical_date__gte=backfill.from_date,
-                logical_date__lte=backfill.to_date,
-                queued_at__gte=backfill.submitted_at - timedelta(seconds=5),
-            )
-            .values("state")
-            .annotate(n=Count("id"))
-        )
-        for row in rows:
-            if row["state"] == DagRunState.SUCCESS:
-                counts["done"] += row["n"]
-            elif row["state"] == DagRunState.FAILED:
-                counts["failed"] += row["n"]
-            else:
-                counts["running"] += row["n"]
-    total = backfill.runs  # one run per partition, unless the schedule loads several per run
-    started = sum(counts.values())
-    counts["queued"] = max(total - started, 0)
-    counts["runs"] = total
-    counts["partitions"] = backfill.partitions
-    counts["percent"] = round(100 * (counts["done"] + counts["failed"]) / total) if total else 100
-    return counts
+    """Done / running / failed / queued runs from the synced runs (no call to Airflow)."""
+    return selectors.progress_for([backfill])[backfill.id]
 
 
 def eta_seconds(backfill: Backfill, counts: dict[str, Any]) -> float | None:
     health = PipelineHealth.objects.filter(
         pipeline=backfill.pipeline_id, environment=backfill.environment_id
     ).first()
-    remaining = counts["queued"] + counts["running"]
-    return _estimate(remaining, backfill.max_active_runs, health)
+    return selectors.eta_from(backfill, counts, health.p50_duration_s if health else None)

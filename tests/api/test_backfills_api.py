@@ -256,15 +256,17 @@ def test_a_stale_fingerprint_is_409_with_the_new_preview(api_client, deployed):
     assert again.status_code == 202
 
 
-def test_a_second_active_backfill_is_409(api_client, deployed):
+def test_a_second_active_backfill_is_a_field_error_in_preview_and_409_on_submit(
+    api_client, deployed
+):
     first = submit(api_client).json()
     message = (
         f"A backfill of orders-daily in Dev is queued (#{first['id']}, 2026-11-01 → 2026-11-07): "
         "one runs at a time; wait for it to finish or cancel it."
     )
     shown = preview(api_client, start="2026-11-06", end="2026-11-09")
-    assert shown.status_code == 409
-    assert shown.json() == {"detail": message, "preview": None}
+    assert shown.status_code == 422
+    assert shown.json() == {"errors": {"start": [message]}}
     body = payload(start="2026-11-06", end="2026-11-09") | {"reason": REASON}
     response = post(api_client, SUBMIT, body | {"fingerprint": "0" * 64})
     assert response.status_code == 409

@@ -54,4 +54,6 @@ def scheduled_run(deployment, n: int, state: str = "success", **fields) -> RunRe
         "synced_at": timezone.now(),
     }
     values.update(fields)
+    if str(values["dag_run_id"]).startswith("backfill__") and "run_type" not in fields:
+        values["run_type"] = "backfill"  # Airflow names a backfill's runs backfill__<date>
     return RunRecord.objects.create(**values)

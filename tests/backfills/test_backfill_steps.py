@@ -5,6 +5,7 @@ environments that require them follow the promotions' rules."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -238,3 +239,19 @@ def test_two_identical_submits_at_once_make_one_backfill(deployed, alice, tasks_
     assert len(made) == 1
     assert [e.status for e in errors] == [409]
     assert Backfill.objects.count() == 1
+
+
+def test_a_finished_backfill_does_not_count_later_runs(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    at = fresh(backfill).submitted_at
+    dev = deployed["dev"]
+    scheduled_run(dev, 1, run_type="backfill", queued_at=at)
+    Backfill.objects.filter(id=backfill.id).update(
+        state=State.CANCELLED, finished_at=at + timedelta(minutes=1)
+    )
+    # Later: a run-now-like scheduled run and another backfill's run in the same range.
+    scheduled_run(dev, 2, queued_at=at + timedelta(minutes=5))
+    scheduled_run(dev, 3, run_type="backfill", queued_at=at + timedelta(minutes=5))
+    counts = backfills.progress(fresh(backfill))
+    assert (counts["done"], counts["queued"]) == (1, 6)

@@ -174,9 +174,9 @@ def test_the_partition_the_scheduled_run_is_loading_is_refused(deployed):
     with time_machine.travel(NOW.replace(hour=2, minute=10), tick=False):
         errors = refused(deployed, first=8, last=9)
     assert errors == {
-        "end": "2026-11-09 is being loaded by the scheduled run at 2026-11-10 02:00 UTC: a backfill "
-        "of it would race that run. End the range before it, or wait until the scheduled run "
-        "has finished."
+        "end": "2026-11-09 is being loaded by the scheduled run at 2026-11-10 02:00 UTC: a "
+        "backfill of it would race that run. End the range before it, or wait until the "
+        "scheduled run has finished."
     }
 
 

@@ -8,7 +8,6 @@ tests/integration/test_backfill_dry_run.py.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -303,28 +302,15 @@ def test_odd_zones_and_monthly_crons_take_the_exact_path_where_needed(tz, expr, 
         assert as_tuples(p) == exact(expr, tz, grain, p, NOW)
 
 
-def test_ten_years_of_hourly_partitions_in_well_under_100_ms():
+def test_ten_years_of_hourly_partitions_each_loaded_once():
+    """How long this takes is bench/backfill.py's (make bench-backfill), not a unit test's."""
     first, last = wall(2016, 1, 1), wall(2025, 12, 31, 23)
-    for tz in ("UTC", "America/New_York"):
-        best = min(_timed(lambda tz=tz: plan("0 * * * *", tz, "hour", first, last, now=NOW)))
-        assert best < 0.1, f"{tz}: {best * 1000:.0f} ms"
     p = plan("0 * * * *", "America/New_York", "hour", first, last, now=NOW)
     # 3,653 days of 24 wall-clock hours, each loaded once. Each spring a run loads two (one
     # empty: the skipped 02:00), each fall a run loads none (the repeated 01:00).
     assert len(p.partitions) == len(set(p.partitions)) == 3_653 * 24
     assert p.runs.empty == 10
     assert len(p.runs) == 3_653 * 24 - 10 + 10
-    yearly = min(_timed(lambda: plan("0 2 * * *", "UTC", "day", first, last, now=NOW)))
-    assert yearly < 0.02
-
-
-def _timed(make, times: int = 5) -> list[float]:
-    spent = []
-    for _ in range(times):
-        start = time.perf_counter()
-        make()
-        spent.append(time.perf_counter() - start)
-    return spent
 
 
 # --- Reprocess rules (airflow/models/backfill.py, _get_dag_run_no_create_reason) ----------
