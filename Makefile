@@ -5,7 +5,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 RUN_ENV := DEBUG=1 PORTAL_AIRFLOW_USERNAME=portal PORTAL_AIRFLOW_PASSWORD=portal
 
-.PHONY: run test unit bench-codegen bench-health lint services airflow-venv chromium install
+.PHONY: run test unit bench-codegen bench-health bench-backfill lint services airflow-venv chromium install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -45,3 +45,6 @@ bench-codegen: install airflow-venv
 
 bench-health: install services
 	$(PY) bench/health.py
+
+bench-backfill: install services airflow-venv
+	$(PY) bench/backfill.py

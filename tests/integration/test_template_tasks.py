@@ -121,6 +121,7 @@ def test_timestamptz_partitions_are_days_in_the_pipeline_zone_whatever_the_sessi
         tmp_path, SPEC, Target("postgres", "analytics"), pg, steps, PGTZ="Asia/Tokyo"
     )
     assert [r["ok"] for r in results] == [True, True], results
+    assert results[1]["result"]["method"] == "copy"  # binary timestamptz: instants, any zone
     with psycopg.connect(pg["warehouse"]) as conn:
         rows = conn.execute(
             "SELECT event_id FROM analytics.events_daily ORDER BY event_id"
@@ -258,3 +259,161 @@ def test_the_hour_dst_skips_is_not_an_empty_partition_failure(tmp_path):
     results = run_tasks(tmp_path, hourly, Target("sqlite"), connections, steps)
     assert [r["ok"] for r in results] == [True, True, False], results
     assert "would be empty" in results[2]["error"]
+
+
+# --- PostgreSQL → PostgreSQL with binary COPY ----------------------------------------------------
+
+ORDERS_PG = replace(
+    SPEC,
+    name="orders-copy",
+    source_table="orders",
+    columns=(
+        Column("order_id", "bigint"),
+        Column("customer_id", "bigint"),
+        Column("amount", "numeric"),
+        Column("order_date", "date"),
+        Column("updated_at", "timestamp"),
+        Column("note", "text"),
+    ),
+    target_table="orders_copy",
+    timezone="UTC",
+    primary_key=("order_id",),
+    partition_column="order_date",
+)
+ORDERS_DDL = (
+    "CREATE TABLE orders (order_id BIGINT{key}, customer_id BIGINT NOT NULL, "
+    "amount NUMERIC(12, 2) NOT NULL, order_date DATE NOT NULL, updated_at TIMESTAMP NOT NULL, "
+    "note VARCHAR(40))"
+)
+DAY_ROWS = [
+    (1, 10, "1.50", "2026-11-10", "2026-11-10 00:00:00", "first"),
+    (2, 11, "0.00", "2026-11-10", "2026-11-10 08:15:30.123456", None),
+    (3, 10, "-3.25", "2026-11-10", "2026-11-10 23:59:59.999999", 'it\'s "quoted"'),
+    (4, 12, "99999.99", "2026-11-10", "2026-11-10 12:00:00", ""),
+]
+OTHER_DAYS = [
+    (5, 10, "7.00", "2026-11-09", "2026-11-09 23:59:59.999999", "the day before"),
+    (6, 13, "8.00", "2026-11-11", "2026-11-11 00:00:00", "the day after"),
+]
+LOAD_DAY = ["load_partition", {"partition": "2026-11-10"}]
+WAREHOUSE_ORDERS = "analytics.orders_copy"
+
+
+def seed_orders(url: str, rows: list[tuple], *, key: bool = True) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(ORDERS_DDL.format(key=" PRIMARY KEY" if key else ""))
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s, %s)", rows)
+
+
+def orders(url: str, table: str = "orders", day: str = "2026-11-10") -> list[tuple]:
+    """Every column of `day`'s rows as text (numeric scale, microseconds and NULLs compared)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT order_id, customer_id, amount::text, order_date::text, updated_at::text, note "
+            f"FROM {table} WHERE order_date = %s ORDER BY order_id",
+            (day,),
+        ).fetchall()
+
+
+def physical(url: str) -> list[tuple]:
+    """Every warehouse row with its xmin and ctid: a row deleted and inserted again differs."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            f"SELECT xmin::text, ctid::text, * FROM {WAREHOUSE_ORDERS} ORDER BY order_id"
+        ).fetchall()
+
+
+def test_postgres_to_postgres_loads_by_copy_and_a_reload_leaves_no_duplicates(tmp_path, pg):
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS)
+    target = Target("postgres", "analytics")
+    steps = [["create_target", {}], LOAD_DAY, LOAD_DAY, ["check_partition", LOAD_DAY[1]]]
+    results = run_tasks(tmp_path, ORDERS_PG, target, pg, steps, PGTZ="Asia/Tokyo")
+    assert [r["ok"] for r in results] == [True, True, True, True], results
+    first, again = results[1]["result"], results[2]["result"]
+    assert (first["method"], first["rows_before"], first["rows"]) == ("copy", 0, 4)
+    assert (again["method"], again["rows_before"], again["rows"]) == ("copy", 4, 4)
+    assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])
+    with psycopg.connect(pg["warehouse"]) as conn:
+        total, keys = conn.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT order_id) FROM {WAREHOUSE_ORDERS}"
+        ).fetchone()
+    assert (total, keys) == (4, 4)  # the neighbouring days stayed in the source
+
+
+def test_a_shrinking_copy_load_is_refused_and_the_partition_is_not_rewritten(tmp_path, pg):
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS)
+    target = Target("postgres", "analytics")
+    loaded = run_tasks(tmp_path, ORDERS_PG, target, pg, [["create_target", {}], LOAD_DAY])
+    assert all(r["ok"] for r in loaded), loaded
+    before = physical(pg["warehouse"])
+    with psycopg.connect(pg["source"]) as conn:
+        conn.execute("DELETE FROM orders WHERE order_id IN (1, 2, 3)")  # 4 rows → 1
+
+    refused = run_tasks(tmp_path, ORDERS_PG, target, pg, [LOAD_DAY])[0]
+
+    assert not refused["ok"]
+    assert "would shrink from 4 to 1 rows" in refused["error"]
+    assert "the previous rows are kept" in refused["error"]
+    assert physical(pg["warehouse"]) == before
+
+
+def test_duplicate_source_keys_refuse_a_copy_load_and_keep_the_partition(tmp_path, pg):
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS, key=False)
+    target = Target("postgres", "analytics")
+    loaded = run_tasks(tmp_path, ORDERS_PG, target, pg, [["create_target", {}], LOAD_DAY])
+    assert all(r["ok"] for r in loaded), loaded
+    before = physical(pg["warehouse"])
+    with psycopg.connect(pg["source"]) as conn:
+        conn.execute(
+            "INSERT INTO orders VALUES (2, 11, 5.00, '2026-11-10', '2026-11-10 09:00', 'again')"
+        )
+
+    refused = run_tasks(tmp_path, ORDERS_PG, target, pg, [LOAD_DAY])[0]
+
+    assert not refused["ok"]
+    assert "The source holds duplicate keys for [2026-11-10, 2026-11-11)" in refused["error"]
+    assert "Nothing was replaced" in refused["error"]
+    assert physical(pg["warehouse"]) == before
+
+
+def test_a_target_with_other_column_types_is_loaded_row_by_row_not_by_copy(tmp_path, pg):
+    """Binary COPY of a bigint into an adopted table's integer column would be misread."""
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS)
+    with psycopg.connect(pg["warehouse"]) as conn:
+        conn.execute("CREATE SCHEMA analytics")
+        conn.execute(
+            "CREATE TABLE analytics.orders_copy (order_id BIGINT PRIMARY KEY, "
+            "customer_id INTEGER, amount NUMERIC, order_date DATE, updated_at TIMESTAMP, "
+            "note TEXT)"
+        )
+    adopting = replace(ORDERS_PG, adopt_existing_table=True)
+    steps = [["create_target", {}], LOAD_DAY]
+
+    results = run_tasks(tmp_path, adopting, Target("postgres", "analytics"), pg, steps)
+
+    assert [r["ok"] for r in results] == [True, True], results
+    assert results[1]["result"]["method"] == "insert"
+    assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])
+
+
+def test_without_a_primary_key_duplicates_are_counted_and_refused(tmp_path, pg):
+    """An adopted table without a key: the guard's own count of duplicates is what refuses."""
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS, key=False)
+    with psycopg.connect(pg["warehouse"]) as conn:
+        conn.execute("CREATE SCHEMA analytics")
+        conn.execute(ORDERS_DDL.format(key="").replace("orders", WAREHOUSE_ORDERS, 1))
+    adopting = replace(ORDERS_PG, adopt_existing_table=True)
+    target = Target("postgres", "analytics")
+    loaded = run_tasks(tmp_path, adopting, target, pg, [["create_target", {}], LOAD_DAY])
+    assert all(r["ok"] for r in loaded), loaded
+    assert loaded[1]["result"]["method"] == "copy"  # varchar(40) is sent as text
+    before = physical(pg["warehouse"])
+    with psycopg.connect(pg["source"]) as conn:
+        conn.execute("INSERT INTO orders SELECT * FROM orders WHERE order_id = 2")
+
+    refused = run_tasks(tmp_path, adopting, target, pg, [LOAD_DAY])[0]
+
+    assert not refused["ok"]
+    assert "Guarded swap refused: 1 duplicate keys in [2026-11-10, 2026-11-11)" in refused["error"]
+    assert physical(pg["warehouse"]) == before

@@ -6,8 +6,9 @@ no user value is ever spliced into code as text. `check_source` parses every ren
 its AST with the template's, so a render that differs in anything but that literal is refused.
 
 The SQL inside SPEC is built here for the environment's dialects, with identifiers quoted by the
-dialect's rules; the generated tasks pass partition bounds as bind parameters and never hand a
-SPEC value to a Jinja-templated field.
+dialect's rules; the generated tasks pass partition bounds as bind parameters (psycopg merges
+those of a COPY statement client-side, as quoted literals) and never hand a SPEC value to a
+Jinja-templated field.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ TEMPLATE_PATH = Path(__file__).parent / "templates" / "partitioned_load.py.tmpl"
 TEMPLATE_NAME = "partitioned_load"
 TEMPLATE_RELEASES = {
     "2026.11.1": "74aace4491e38a8866c4c13ac74d97dec38af2ca499eb8bb3cc8048449bd4a16",
+    # Binary COPY between two PostgreSQL databases of matching column types; duplicate-key
+    # counting skipped where the target's primary key rules duplicates out.
+    "2026.11.2": "951a6e13c3636930b81e54204c4f2c7072855af551bb964bd96737ae0be8172e",
 }
 TEMPLATE_VERSION = next(reversed(TEMPLATE_RELEASES))
 SPEC_TOKEN = "__PORTAL_SPEC__"
@@ -69,6 +73,23 @@ WAREHOUSE_TYPES = {
 # The warehouse's register of the tables the portal created or was told to adopt (one per
 # schema): a table that exists but is not in it is never written to unless adopted.
 REGISTER_TABLE = "portal_managed_tables"
+# Whether the table (first parameter) has an immediate primary key whose columns are all among
+# the pipeline's key columns (second): then no two of its rows share a key.
+KEY_ENFORCED = (
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_index x WHERE x.indrelid = to_regclass(%s) "
+    "AND x.indisprimary AND x.indimmediate AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a "
+    "WHERE a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey) "
+    "AND a.attname::text <> ALL (%s::text[])))"
+)
+# Whether a source and a target column hold the same type, for binary COPY: the type itself, or
+# varchar for text (the same bytes on the wire; a varchar(n) target still checks its length).
+COPY_TYPES_MATCH = (
+    "SELECT COUNT(*) FROM unnest(%s::text[], %s::text[]) AS w(name, type) "
+    "JOIN pg_catalog.pg_attribute a ON a.attrelid = to_regclass(%s) AND a.attname = w.name "
+    "AND a.attnum > 0 AND NOT a.attisdropped "
+    "WHERE CASE a.atttypid WHEN 'varchar'::regtype THEN 'text'::regtype ELSE a.atttypid END "
+    "= w.type::regtype"
+)
 
 
 class CodegenError(Exception):
@@ -144,6 +165,7 @@ def build_sql(spec: PipelineSpec, target: RenderTarget) -> dict[str, str]:
         target_exists = f"SELECT to_regclass({wh_ph}) IS NOT NULL"
     else:
         target_exists = f"SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = {wh_ph}"
+    extra = {"key_enforced": KEY_ENFORCED} if wh_dialect == "postgres" else {}
     # PostgreSQL truncates names to 63 bytes itself; doing it here keeps the name predictable.
     index = quote_identifier(f"{spec.target_table}__partition"[:63], wh_dialect)
     return {
@@ -168,6 +190,36 @@ def build_sql(spec: PipelineSpec, target: RenderTarget) -> dict[str, str]:
             f"SELECT COUNT(*) FROM (SELECT {key_cols} FROM {table} WHERE {wh_where} "
             f"GROUP BY {key_cols} HAVING COUNT(*) > 1) AS d"
         ),
+        **extra,
+    }
+
+
+def build_copy(spec: PipelineSpec, target: RenderTarget) -> dict[str, Any] | None:
+    """Return the binary COPY statements of a PostgreSQL → PostgreSQL load, else None.
+
+    Binary COPY carries no type information: a date sent into an integer column would land as
+    a number. The load therefore streams with COPY only after `types_match` has found every
+    column with the warehouse type of its kind on both sides (run once per side with the
+    columns, their types and that side's table); otherwise it inserts row by row.
+    """
+    if (spec.source_dialect, target.warehouse_dialect) != ("postgres", "postgres"):
+        return None
+    names = [c.name for c in spec.columns]
+    cols = ", ".join(quote_identifier(n, "postgres") for n in names)
+    source = qualified(spec.source_schema, spec.source_table, "postgres")
+    table = qualified(target.target_schema, spec.target_table, "postgres")
+    pc = quote_identifier(spec.partition_column, "postgres")
+    return {
+        "columns": names,
+        "types": [WAREHOUSE_TYPES["postgres"][c.kind] for c in spec.columns],
+        "source_key": source,
+        "types_match": COPY_TYPES_MATCH,
+        # psycopg binds COPY's parameters client-side, as quoted literals.
+        "source": (
+            f"COPY (SELECT {cols} FROM {source} WHERE {pc} >= %s AND {pc} < %s) "
+            "TO STDOUT (FORMAT BINARY)"
+        ),
+        "target": f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)",
     }
 
 
@@ -237,7 +289,9 @@ def build_spec_literal(
         "target_name": target_name,
         "target_key": target_key,
         "instant_columns": [i for i, c in enumerate(spec.columns) if c.kind == "timestamptz"],
+        "primary_key": list(spec.primary_key),
         "sql": build_sql(spec, target),
+        "copy": build_copy(spec, target),
         "portal": {
             "pipeline": spec.name,
             "version": version,

@@ -1,0 +1,72 @@
+"""Codegen of the COPY load: binary COPY statements only for PostgreSQL → PostgreSQL, names quoted.
+
+What the statements do against real databases is tested in
+tests/integration/test_template_tasks.py; here, what the render puts in SPEC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from pipelines.authoring import codegen
+from pipelines.authoring.spec import Column
+from tests.conftest import EVENTS_HOURLY, ORDERS, PORTAL_URL, target
+
+
+def spec_value(spec, env) -> dict:
+    return codegen.check_source(
+        codegen.render_dag(spec, env, version=1, portal_url=PORTAL_URL).source
+    )
+
+
+def test_postgres_to_postgres_renders_binary_copy_with_bound_partition_bounds():
+    copy = spec_value(ORDERS, target())["copy"]
+    cols = '"order_id", "customer_id", "amount", "order_date", "updated_at"'
+    assert copy["source"] == (
+        f'COPY (SELECT {cols} FROM "public"."orders" '
+        'WHERE "order_date" >= %s AND "order_date" < %s) TO STDOUT (FORMAT BINARY)'
+    )
+    assert copy["target"] == f'COPY "analytics"."orders_daily" ({cols}) FROM STDIN (FORMAT BINARY)'
+    assert copy["columns"] == ["order_id", "customer_id", "amount", "order_date", "updated_at"]
+    assert copy["types"] == ["BIGINT", "BIGINT", "NUMERIC", "DATE", "TIMESTAMP"]
+    assert copy["source_key"] == '"public"."orders"'
+
+
+@pytest.mark.parametrize(
+    ("source", "warehouse"), [("sqlite", "postgres"), ("postgres", "sqlite"), ("sqlite", "sqlite")]
+)
+def test_any_other_pair_of_dialects_inserts_row_by_row(source, warehouse):
+    spec = replace(ORDERS, source_dialect=source)
+    value = spec_value(spec, target("dev", warehouse, "" if warehouse == "sqlite" else "analytics"))
+    assert value["copy"] is None
+
+
+def test_the_key_check_is_rendered_for_a_postgres_warehouse_only():
+    postgres = spec_value(ORDERS, target())
+    sqlite = spec_value(EVENTS_HOURLY, target("dev", "sqlite", "", "dev__"))
+    assert postgres["primary_key"] == ["order_id"]
+    assert postgres["sql"]["key_enforced"] == codegen.KEY_ENFORCED
+    assert "key_enforced" not in sqlite["sql"]
+
+
+def test_a_hostile_column_name_stays_a_quoted_identifier_in_copy():
+    name = "x\") TO PROGRAM 'rm -rf /' --"
+    spec = replace(
+        ORDERS,
+        columns=(*ORDERS.columns, Column(name, "text")),
+        primary_key=("order_id",),
+    )
+    copy = spec_value(spec, target())["copy"]
+    quoted = codegen.quote_identifier(name, "postgres")
+    assert quoted == '"x"") TO PROGRAM \'rm -rf /\' --"'
+    assert f", {quoted} FROM " in copy["source"]
+    assert copy["target"].endswith(f", {quoted}) FROM STDIN (FORMAT BINARY)")
+    assert copy["columns"][-1] == name  # bound as data to the type check, never spliced
+
+
+def test_versions_made_before_the_copy_load_keep_their_release():
+    """Their pages offer Upgrade; the release they were rendered with stays known."""
+    assert list(codegen.TEMPLATE_RELEASES)[:2] == ["2026.11.1", "2026.11.2"]
+    assert codegen.TEMPLATE_RELEASES["2026.11.1"] != codegen.template_sha256()
