@@ -22,6 +22,10 @@ after a VACUUM and a CHECKPOINT of the warehouse:
 - first load: the same task for the partition emptied beforehand (shown, no target).
 
 Target: re-load ≥ 50 % of the reference's rows/s, on the median of the rounds' ratios.
+
+Preview (bench/backfill_preview.py): POST …/backfills/preview for 10 years hourly (UTC and
+America/New_York, 87,672 partitions, half of them with a synced run) and 1 year daily, through
+Django's test client against a scratch database; target ≤ 200 ms each (median of the rounds).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import backfill_preview
 import psycopg
 from common import BenchError, Row, exit_code, log, median, print_table, run, verdict
 
@@ -331,12 +336,10 @@ def load_throughput(rounds: int, workdir: Path) -> dict[str, Any]:
     }
 
 
-def preview_section() -> list[Row]:
-    """The preview timings of the backfill page: the lead adds them here.
-
-    Deliberately empty until they are measured; no number is made up in the meantime.
-    """
-    return []
+def preview_section(rounds: int, results: dict[str, Any]) -> list[Row]:
+    """The backfill preview's time for 10 years hourly and 1 year daily (backfill_preview.py)."""
+    rows, results["preview"] = backfill_preview.preview_rows(rounds)
+    return rows
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -396,7 +399,7 @@ def main() -> int:
     results: dict[str, Any] = {"date": date.today().isoformat()}  # noqa: DTZ011
     with tempfile.TemporaryDirectory(prefix="portal-bench-backfill-") as workdir:
         results["load_throughput"] = load_throughput(rounds, Path(workdir))
-    rows = report(results["load_throughput"]) + preview_section()
+    rows = report(results["load_throughput"]) + preview_section(rounds, results)
     results["targets"] = {
         "load_ratio": {
             "target": TARGET_RATIO,

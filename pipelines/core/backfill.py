@@ -213,14 +213,20 @@ def reprocess_runs(
 ) -> Reprocess:
     """Return the runs a backfill with `policy` creates, and every run's current status.
 
-    `existing` maps an aware logical date to its DagRun's state. Airflow's rules: a queued or
+    `existing` maps an aware logical date (or its epoch seconds) to its DagRun's state. Airflow's
+    rules: a queued or
     running run is never touched; "missing" (reprocess none) creates only runs with no DagRun;
     "failed" also re-runs failed ones; "all" (completed) re-runs successful ones too. Airflow
     re-runs an existing DagRun by clearing it (same run id, its run type becomes backfill).
     """
     creates = _CREATES[policy]
     columns = Runs.of(runs)
-    status = tuple(map(_STATUS.__getitem__, map(existing.get, columns.logical_dates)))
+    keys: Iterable[object] = columns.logical_dates
+    if existing and isinstance(next(iter(existing)), int):
+        # Keyed by epoch seconds (what the preview reads from the database): far cheaper than
+        # hashing 87,600 aware datetimes for the first time.
+        keys = map(int, map(datetime.timestamp, columns.logical_dates))
+    status = tuple(map(_STATUS.__getitem__, map(existing.get, keys)))
     return Reprocess(create=columns.select(map(creates.__contains__, status)), status=status)
 
 
