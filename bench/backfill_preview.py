@@ -198,7 +198,7 @@ def time_previews(token: str, rounds: int) -> dict[str, Any]:
             }
             url = f"/api/v1/pipelines/{slug}/backfills/preview"
 
-            def once() -> tuple[float, dict[str, Any]]:
+            def once(url: str = url, body: dict = body) -> tuple[float, dict[str, Any]]:
                 began = time.perf_counter()
                 response = client.post(url, json.dumps(body), content_type="application/json")
                 spent = time.perf_counter() - began
