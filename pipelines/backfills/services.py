@@ -98,7 +98,9 @@ class Preview:
 
     @property
     def last_keys(self) -> list[str]:
-        return self.keys(self.to_run[-EDGE:])[-EDGE:] if len(self.to_run) > EDGE else []
+        # The runs after the first EDGE, at most EDGE of them: never the first ones again.
+        tail = self.to_run[max(EDGE, len(self.to_run) - EDGE) :]
+        return self.keys(tail)[-EDGE:]
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -254,3 +254,10 @@ def test_chunks_split_a_long_range_into_airflow_backfills(deployed, alice, setti
 def test_in_an_approval_environment_it_waits_for_an_approver(deployed, alice):
     backfill = submit(deployed, alice, env="prod")
     assert backfill.state == "awaiting_approval"
+
+
+def test_the_first_and_last_few_never_repeat_each_other(deployed):
+    shown = preview(deployed, reprocess="all")
+    assert shown.first_keys == [f"2026-11-0{n}" for n in range(1, 6)]
+    assert shown.last_keys == ["2026-11-06", "2026-11-07"]
+    assert preview(deployed, first=1, last=3).last_keys == []
