@@ -117,9 +117,9 @@ def test_pause_resume_and_cancel_go_through_airflow(deployed, alice, fake_airflo
         backfills.backfill_resume(backfill_id=backfill.id, by=alice)
     assert caught.value.status == 409
     actions = list(
-        backfill.pipeline.audit_events.filter(action__startswith="backfill_").values_list(
-            "action", flat=True
-        )
+        backfill.pipeline.audit_events.filter(action__startswith="backfill_")
+        .order_by("id")
+        .values_list("action", flat=True)
     )
     assert actions == [
         "backfill_requested",
