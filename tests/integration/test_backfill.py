@@ -25,9 +25,9 @@ races seen here:
   table (CREATE … IF NOT EXISTS in two transactions: one fails with a unique violation on
   pg_namespace or pg_type and waits 5 minutes for its retry); Airflow does not count backfill
   runs against the DAG's max_active_runs, so a backfill's first run runs beside that run;
-- a backfill created while the scheduler creates a scheduled run can kill the test Airflow's
-  scheduler (StaleDataError on dag_run, SQLite metadata database); `airflow standalone` does
-  not restart it, and nothing runs any more.
+- a backfill created while the scheduler writes (here: creating that run) can kill the test
+  Airflow's scheduler, which then never comes back (see scheduler_alive); waiting makes that
+  less likely, not impossible, on Airflow's SQLite metadata database.
 """
 
 from __future__ import annotations
@@ -151,6 +151,22 @@ def scheduled_partition(airflow: AirflowClient, dag_id: str) -> date:
     return datetime.fromisoformat(run["data_interval_start"]).date()
 
 
+def scheduler_alive(airflow: AirflowClient) -> None:
+    """Fail at once when the test Airflow's scheduler has stopped: nothing would run any more.
+
+    Seen here: Airflow 3.3 answers a backfill created while its SQLite metadata database is
+    busy with 503 ("Backfill creation is not supported on SQLite under concurrent access"),
+    and the scheduler can die of the half-made runs (StaleDataError or ObjectDeletedError on
+    dag_run in standalone.log); `airflow standalone` does not restart it.
+    """
+    try:
+        health = airflow.health()
+    except AirflowUnavailable:
+        return
+    if health["scheduler"]["status"] != "healthy":
+        pytest.fail(f"The test Airflow's scheduler has stopped; see standalone.log. {health}")
+
+
 def stuck_tasks(airflow: AirflowClient, dag_id: str) -> list[dict[str, Any]]:
     """Task instances of the DAG's running runs that are not done, with their logs' ends."""
     stuck = []
@@ -214,14 +230,15 @@ def follow(client, key: str, backfill_id: int, days: list[date], *, until) -> di
 
     On a timeout the failure shows the backfill and what Airflow says about it."""
     dev = Environment.objects.get(slug="dev")
+    airflow = AirflowClient.for_environment(dev)
     deadline = time.monotonic() + BACKFILL_TIMEOUT
     while time.monotonic() < deadline:
         sync.environment_sync(environment_id=dev.id)
         backfill = get(client, f"/api/v1/backfills/{backfill_id}", key)
         if until(backfill):
             return backfill
+        scheduler_alive(airflow)
         time.sleep(1)
-    airflow = AirflowClient.for_environment(dev)
     theirs = backfill["airflow_backfill_id"] and airflow.backfill_get(
         backfill["airflow_backfill_id"]
     )
