@@ -112,9 +112,44 @@ class FakeAirflow:
         return self.backfills[backfill_id]
 
     def backfill_cancel(self, backfill_id: int) -> dict[str, Any]:
+        """Like Airflow: 409 once completed; else its queued runs fail without starting."""
         self._call("backfill_cancel")
+        if self.backfills[backfill_id]["completed_at"]:
+            raise AirflowConflict("Airflow answered 409: Backfill is completed.", status=409)
+        for run in self.runs.values():
+            if run.get("backfill_id") == backfill_id and run["state"] == "queued":
+                run["state"] = "failed"
         self.backfills[backfill_id]["completed_at"] = datetime.now(UTC).isoformat()
         return self.backfills[backfill_id]
+
+    def add_backfill_run(
+        self, backfill_id: int, logical_date: datetime, state: str, **fields: Any
+    ) -> dict[str, Any]:
+        """A run of backfill `backfill_id`, queued now; started unless it is queued."""
+        now = datetime.now(UTC).isoformat()
+        run = {
+            "dag_id": self.backfills[backfill_id]["dag_id"],
+            "dag_run_id": f"backfill__{logical_date.isoformat()}",
+            "run_type": "backfill",
+            "logical_date": logical_date.isoformat(),
+            "state": state,
+            "queued_at": now,
+            "start_date": None if state == "queued" else now,
+            "backfill_id": backfill_id,
+            **fields,
+        }
+        self.runs[(run["dag_id"], run["dag_run_id"])] = run
+        return run
+
+    def backfill_runs(self, dag_id: str, from_date: datetime, to_date: datetime) -> list[dict]:
+        self._call("backfill_runs")
+        return [
+            run
+            for (dag, _), run in self.runs.items()
+            if dag == dag_id
+            and run.get("run_type") == "backfill"
+            and from_date <= datetime.fromisoformat(run["logical_date"]) <= to_date
+        ]
 
     def finish_backfill(self, backfill_id: int) -> None:
         self.backfills[backfill_id]["completed_at"] = datetime.now(UTC).isoformat()
@@ -131,6 +166,7 @@ class FakeSyncAirflow:
         self.down = False
         self.since_seen: list[datetime] = []
         self.failures: dict[tuple[str, str], str] = {}  # (dag_id, run_id) -> reason
+        self.failures_asked: list[tuple[str, str]] = []
 
     def add_run(self, dag_id: str, run_id: str, state: str, **fields: Any) -> None:
         self.runs[(dag_id, run_id)] = {
@@ -163,6 +199,7 @@ class FakeSyncAirflow:
 
     def failure_reason(self, dag_id: str, dag_run_id: str) -> str:
         self._check()
+        self.failures_asked.append((dag_id, dag_run_id))
         if (dag_id, dag_run_id) not in self.failures:
             raise AirflowNotFound("Airflow answered 404: no such run", status=404)
         return self.failures[(dag_id, dag_run_id)]

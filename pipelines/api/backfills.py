@@ -117,11 +117,18 @@ class BackfillOut(Schema):
     requested_at: datetime
     partitions: int
     runs: int = Field(description="Runs Airflow creates.")
-    done: int = Field(description="Runs that succeeded (from the synced runs).")
-    running: int
-    failed: int
+    done: int = Field(
+        description="Runs that succeeded: from the synced runs while it is active, as Airflow "
+        "counted them once it has ended."
+    )
+    failed: int = Field(description="Runs that started and failed.")
+    cancelled: int = Field(description="Runs a cancel stopped before they started (or never made).")
     queued: int = Field(description="Runs not started yet.")
-    percent: int = Field(description="Finished runs (succeeded or failed) of all.")
+    running: int = Field(
+        description="Runs running now; on a cancelled backfill, those running when it was "
+        "cancelled (Airflow lets them finish)."
+    )
+    percent: int = Field(description="Finished runs (succeeded, failed or cancelled) of all.")
     eta_seconds: float | None = Field(description="Null: no typical run time known yet.")
     error: str = Field(description="Why it failed, or what the last step waits for.")
     chunk: int = Field(description="The chunk submitted last (from 1).")
@@ -183,7 +190,7 @@ def backfill_out(b: Backfill, counts: dict[str, Any], eta: float | None) -> dict
         "requested_at": b.requested_at,
         "partitions": b.partitions,
         "runs": b.runs,
-        **{k: counts[k] for k in ("done", "running", "failed", "queued", "percent")},
+        **{k: counts[k] for k in ("done", "running", "failed", "cancelled", "queued", "percent")},
         "eta_seconds": eta,
         "error": b.error,
         "chunk": b.chunk_index + 1,

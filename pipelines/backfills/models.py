@@ -69,6 +69,10 @@ class Backfill(Outbox):
     chunks = models.JSONField(default=list)
     chunk_index = models.PositiveIntegerField(default=0, help_text="The chunk submitted last.")
     airflow_backfill_id = models.BigIntegerField(null=True, blank=True)
+    # {done, failed, cancelled, running}: the runs of the chunks finished so far, read from
+    # Airflow as each finished. An ended backfill shows these, not the synced runs: a later
+    # backfill re-running the same runs would otherwise take its progress back.
+    counted = models.JSONField(default=dict, blank=True)
     state = models.CharField(
         max_length=20, choices=State.choices, default=State.QUEUED, db_index=True
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import reduce
 from operator import or_
 from typing import Any
@@ -24,7 +24,7 @@ from pipelines.backfills.models import Backfill
 from pipelines.core import access
 from pipelines.core.airflow import DagRunState
 from pipelines.core.models import Membership
-from pipelines.monitoring.models import PipelineHealth, RunRecord
+from pipelines.monitoring.models import NEVER_STARTED, PipelineHealth, RunRecord
 
 State = Backfill.State
 LIST_ORDER = ["-requested_at", "-id"]
@@ -133,46 +133,86 @@ def _runs_of(backfill: Backfill) -> Q:
     return runs
 
 
-def progress_counts(backfill: Backfill, *, done: int, failed: int, started: int) -> dict[str, Any]:
-    """Done / running / failed / queued and the percent finished, from the numbers of runs
-    that succeeded, failed, and exist at all."""
+def progress_counts(
+    backfill: Backfill, *, done: int, failed: int, cancelled: int, running: int
+) -> dict[str, Any]:
+    """Done / running / failed / cancelled / queued runs and the percent finished. Queued: the
+    runs not made or not started yet (cancelled: failed by a cancel before they started)."""
     total = backfill.runs
-    running = started - done - failed
+    finished = done + failed + cancelled
     return {
         "done": done,
         "running": running,
         "failed": failed,
-        "queued": max(total - started, 0),
+        "cancelled": cancelled,
+        "queued": max(total - finished - running, 0),
         "runs": total,
         "partitions": backfill.partitions,
-        "percent": round(100 * (done + failed) / total) if total else 100,
+        "percent": min(round(100 * finished / total), 100) if total else 100,
     }
+
+
+ENDED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+
+def _counted(backfill: Backfill) -> bool:
+    """Whether the backfill's progress is the counts it kept when it ended (rows that ended
+    before it kept them have none: theirs are read from the synced runs)."""
+    return backfill.state in ENDED and bool(backfill.counted)
 
 
 def progress_for(backfills: Iterable[Backfill]) -> dict[int, dict[str, Any]]:
-    """{backfill id: progress} for every backfill given, in one query (none if none was
+    """{backfill id: progress} for every backfill given, in at most one query: an ended one
+    shows the runs it counted in Airflow, an active one its synced runs (none if nothing was
     submitted to Airflow yet)."""
     backfills = list(backfills)
-    submitted = [b for b in backfills if b.submitted_at is not None]
+    live = [b for b in backfills if b.submitted_at is not None and not _counted(b)]
     found: dict[str, int] = {}
-    if submitted:
+    if live:
         aggregates = {}
-        for backfill in submitted:
+        for backfill in live:
             runs, key = _runs_of(backfill), backfill.id
+            started_failed = Q(state=DagRunState.FAILED) & ~NEVER_STARTED
             aggregates[f"done_{key}"] = Count("id", filter=runs & Q(state=DagRunState.SUCCESS))
-            aggregates[f"failed_{key}"] = Count("id", filter=runs & Q(state=DagRunState.FAILED))
-            aggregates[f"started_{key}"] = Count("id", filter=runs)
-        where = reduce(or_, (_runs_of(b) for b in submitted))
+            aggregates[f"failed_{key}"] = Count("id", filter=runs & started_failed)
+            aggregates[f"cancelled_{key}"] = Count("id", filter=runs & NEVER_STARTED)
+            aggregates[f"running_{key}"] = Count("id", filter=runs & Q(state=DagRunState.RUNNING))
+        where = reduce(or_, (_runs_of(b) for b in live))
         found = RunRecord.objects.filter(where).aggregate(**aggregates)
-    return {
-        b.id: progress_counts(
-            b,
-            done=found.get(f"done_{b.id}", 0),
-            failed=found.get(f"failed_{b.id}", 0),
-            started=found.get(f"started_{b.id}", 0),
-        )
-        for b in backfills
-    }
+    result = {}
+    for b in backfills:
+        if _counted(b):
+            counts = {k: b.counted.get(k, 0) for k in RUN_COUNTS}
+        else:
+            counts = {k: found.get(f"{k}_{b.id}", 0) for k in RUN_COUNTS}
+        result[b.id] = progress_counts(b, **counts)
+    return result
+
+
+RUN_COUNTS = ("done", "failed", "cancelled", "running")
+
+
+def count_runs(backfill: Backfill, runs: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """{done, failed, cancelled, running} of Airflow's runs (API items) of the backfill's range
+    that are its own: queued since it was submitted, by the rule of `_runs_of`."""
+    since = backfill.submitted_at - SUBMIT_SLACK
+    counts = dict.fromkeys(RUN_COUNTS, 0)
+    for run in runs:
+        queued = run.get("queued_at")
+        if not queued or datetime.fromisoformat(queued) < since:
+            continue
+        state = run.get("state")
+        if state == DagRunState.SUCCESS:
+            counts["done"] += 1
+        elif state == DagRunState.FAILED:
+            counts["failed" if run.get("start_date") else "cancelled"] += 1
+        elif state == DagRunState.RUNNING:
+            counts["running"] += 1
+    return counts
+
+
+def add_counts(*many: dict[str, int]) -> dict[str, int]:
+    return {k: sum(c.get(k, 0) for c in many) for k in RUN_COUNTS}
 
 
 def eta_from(backfill: Backfill, counts: dict[str, Any], p50_s: float | None) -> float | None:

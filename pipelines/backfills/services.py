@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -662,10 +663,16 @@ def backfill_step(*, backfill_id: int) -> float | None:
     return None
 
 
-def _end(backfill: Backfill, token: uuid.UUID, state: str, error: str = "") -> None:
+def _end(backfill: Backfill, token: uuid.UUID, state: str, error: str = "", **fields: Any) -> None:
     now = timezone.now()
     Backfill.finish(
-        backfill.id, token, state=state, last_error=error, finished_at=now, updated_at=now
+        backfill.id,
+        token,
+        state=state,
+        last_error=error,
+        finished_at=now,
+        updated_at=now,
+        **fields,
     )
 
 
@@ -688,7 +695,7 @@ def _advance(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> flo
     wanted, state = backfill.wanted, backfill.state
     if state == State.QUEUED:
         if wanted == Wanted.CANCEL:
-            _end(backfill, token, State.CANCELLED)
+            _cancelled(backfill, token, backfill.counted)
             return None
         if wanted == Wanted.PAUSE:
             Backfill.finish(backfill.id, token, state=State.PAUSED, updated_at=timezone.now())
@@ -697,8 +704,9 @@ def _advance(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> flo
     backfill_id = backfill.airflow_backfill_id
     if wanted == Wanted.CANCEL:
         if backfill_id is not None:
-            client.backfill_cancel(backfill_id)
-        _end(backfill, token, State.CANCELLED)
+            with contextlib.suppress(AirflowConflict):  # it completed meanwhile
+                client.backfill_cancel(backfill_id)
+        _cancelled(backfill, token, _chunk_counted(backfill, client))
         return None
     if state == State.PAUSED:
         if wanted == Wanted.PAUSE:
@@ -715,20 +723,45 @@ def _advance(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> flo
     found = client.backfill_get(backfill_id)
     if not found.get("completed_at"):
         return _move(backfill, token, FOLLOW_SECONDS)
+    # Decided from Airflow's own runs, not the synced ones: the sync may not have seen the
+    # last run end yet.
+    counted = _chunk_counted(backfill, client)
     if backfill.chunk_index + 1 < len(backfill.chunks):
-        return _move(backfill, token, 0, state=State.QUEUED, chunk_index=backfill.chunk_index + 1)
-    failed = progress(backfill)["failed"]
-    if failed:
+        return _move(
+            backfill,
+            token,
+            0,
+            state=State.QUEUED,
+            chunk_index=backfill.chunk_index + 1,
+            counted=counted,
+        )
+    if counted["failed"]:
         _end(
             backfill,
             token,
             State.FAILED,
-            f"{failed} partition(s) failed: their runs say why; backfill them again with "
+            f"{counted['failed']} run(s) failed: their runs say why; backfill them again with "
             "“Missing and failed”.",
+            counted=counted,
         )
     else:
-        _end(backfill, token, State.SUCCEEDED)
+        _end(backfill, token, State.SUCCEEDED, counted=counted)
     return None
+
+
+def _chunk_counted(backfill: Backfill, client: AirflowClient) -> dict[str, int]:
+    """The backfill's counts with those of the chunk submitted last, read from Airflow."""
+    start, end = (datetime.fromisoformat(d) for d in backfill.chunks[backfill.chunk_index])
+    runs = client.backfill_runs(backfill.dag_id, start, end)
+    return selectors.add_counts(backfill.counted, selectors.count_runs(backfill, runs))
+
+
+def _cancelled(backfill: Backfill, token: uuid.UUID, counted: dict[str, int]) -> None:
+    """End it cancelled: every run that was not made, or made and never started, is cancelled
+    (runs already running when it was cancelled finish on their own, and count as running)."""
+    counted = selectors.add_counts(counted)
+    counted["cancelled"] += max(backfill.runs - sum(counted.values()), 0)
+    _end(backfill, token, State.CANCELLED, counted=counted)
 
 
 def _submit(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> float | None:

@@ -26,7 +26,7 @@ from pipelines.core.airflow import DagRunState
 from pipelines.core.models import Membership, Team
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring import health
-from pipelines.monitoring.models import PipelineHealth, RunRecord, SlaMiss, Verdict
+from pipelines.monitoring.models import NEVER_STARTED, PipelineHealth, RunRecord, SlaMiss, Verdict
 from pipelines.releases.models import Promotion
 from pipelines.runs.models import RunRequest
 
@@ -521,9 +521,9 @@ def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment |
     if environment is None:
         return {"health_rows": rows, "health_env": None}
     recent = list(
-        RunRecord.objects.filter(pipeline=pipeline, environment=environment).order_by("-queued_at")[
-            :CHART_RUNS
-        ]
+        RunRecord.objects.filter(pipeline=pipeline, environment=environment)
+        .exclude(NEVER_STARTED)
+        .order_by("-queued_at")[:CHART_RUNS]
     )[::-1]
     grain = spec.partition_grain
     step = schedule.GRAINS[grain]
@@ -534,12 +534,16 @@ def pipeline_health(*, pipeline: Pipeline, spec: Any, environment: Environment |
         else schedule.floor_to_grain(timezone.now(), grain, spec.timezone) - step
     )
     first = last - step * (CALENDAR[grain] - 1)
-    window = RunRecord.objects.filter(
-        pipeline=pipeline,
-        environment=environment,
-        partition_end__gt=health.as_stored(first),
-        partition_start__lte=health.as_stored(last),
-    ).values_list("partition_start", "partition_end", "state", "queued_at")
+    window = (
+        RunRecord.objects.filter(
+            pipeline=pipeline,
+            environment=environment,
+            partition_end__gt=health.as_stored(first),
+            partition_start__lte=health.as_stored(last),
+        )
+        .exclude(NEVER_STARTED)
+        .values_list("partition_start", "partition_end", "state", "queued_at")
+    )
     covering: dict[datetime, list[tuple[datetime, str]]] = {}
     for start, end, state, queued in window:
         p = max(health.from_stored(start), first)

@@ -10,6 +10,12 @@ from pipelines.core.airflow import DagRunState
 from pipelines.core.models import Team
 from pipelines.deployments.models import Environment
 
+# A run Airflow marked failed before it ever started: cancelling a backfill fails its queued
+# runs, and so does marking a queued run failed by hand. Nothing ran and nothing was written,
+# so it is not a failure of the pipeline: health, alerts and the failures list leave it out,
+# and a backfill counts it as cancelled. (A run that started and failed has a start_date.)
+NEVER_STARTED = models.Q(state=DagRunState.FAILED, start_date__isnull=True)
+
 
 class RunRecord(models.Model):
     """One Airflow DagRun of a portal pipeline, as last synced.

@@ -29,7 +29,14 @@ from pipelines.core import schedule
 from pipelines.core.airflow import DagRunState
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring import health
-from pipelines.monitoring.models import VERDICT_RANK, PipelineHealth, RunRecord, SlaMiss, Verdict
+from pipelines.monitoring.models import (
+    NEVER_STARTED,
+    VERDICT_RANK,
+    PipelineHealth,
+    RunRecord,
+    SlaMiss,
+    Verdict,
+)
 
 logger = logging.getLogger(__name__)
 CHUNK = 1000  # pipeline ids per IN (...) list
@@ -175,6 +182,7 @@ def health_recompute(
             RunRecord.objects.filter(
                 environment=environment, pipeline_id__in=chunk, queued_at__gte=now - HISTORY
             )
+            .exclude(NEVER_STARTED)
             .order_by("pipeline_id", "-queued_at")
             .values_list("pipeline_id", "state", _queued_at(), "duration_s")
         )

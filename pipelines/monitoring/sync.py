@@ -34,7 +34,7 @@ from pipelines.core.airflow import (
 )
 from pipelines.deployments.models import Environment
 from pipelines.monitoring import health, monitor
-from pipelines.monitoring.models import PipelineHealth, RunRecord, SyncState
+from pipelines.monitoring.models import NEVER_STARTED, PipelineHealth, RunRecord, SyncState
 from pipelines.runs.models import RunRequest
 
 logger = logging.getLogger(__name__)
@@ -329,6 +329,7 @@ def explain_failures(environment: Environment, client: AirflowClient) -> int:
     """
     unexplained = list(
         RunRecord.objects.filter(environment=environment, state=DagRunState.FAILED, error="")
+        .exclude(NEVER_STARTED)  # nothing ran: no task to read a reason from
         .order_by("-queued_at")
         .values_list("id", "dag_id", "dag_run_id")[:FAILURES_PER_SYNC]
     )

@@ -213,6 +213,7 @@ def test_a_flapping_failure_inside_the_window_does_not_page_again(pipeline, airf
         "manual__again",
         "failed",
         queued_at=utc(2026, 11, 10, 3, 20).isoformat(),
+        start_date=utc(2026, 11, 10, 3, 20).isoformat(),
         end_date=utc(2026, 11, 10, 3, 22).isoformat(),
     )
     back = evaluate(airflow, utc(2026, 11, 10, 3, 25), "prod")
@@ -347,6 +348,7 @@ def test_evaluation_reads_in_a_fixed_number_of_queries(
             "manual__1",
             "failed",
             queued_at=utc(2026, 11, 10, 2).isoformat(),
+            start_date=utc(2026, 11, 10, 2).isoformat(),
             end_date=utc(2026, 11, 10, 2, 5).isoformat(),
         )
     evaluate(airflow, utc(2026, 11, 10, 3, 1), "dev")

@@ -5,13 +5,14 @@ environments that require them follow the promotions' rules."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
 
 from pipelines.backfills import services as backfills
 from pipelines.backfills.models import Backfill
+from pipelines.monitoring.models import RunRecord
 from pipelines.releases import services as releases
 from pipelines.releases.services import ReleaseError
 from tests.backfills.conftest import day, scheduled_run
@@ -255,3 +256,151 @@ def test_a_finished_backfill_does_not_count_later_runs(deployed, alice, fake_air
     scheduled_run(dev, 3, run_type="backfill", queued_at=at + timedelta(minutes=5))
     counts = backfills.progress(fresh(backfill))
     assert (counts["done"], counts["queued"]) == (1, 6)
+
+
+# --- the end: decided and counted from Airflow's runs ------------------------------------------
+
+
+def run_date(n: int) -> datetime:
+    """The logical date of the run that loads 2026-11-<n> (its data interval start)."""
+    return datetime(2026, 11, n, 2, tzinfo=UTC)
+
+
+def test_the_end_is_decided_from_airflows_runs_not_the_synced_ones(
+    deployed, alice, fake_airflow, settings
+):
+    settings.BACKFILL_CHUNK_RUNS = 4
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    for n in range(1, 5):
+        fake_airflow.add_backfill_run(1, run_date(n), "success")
+    fake_airflow.finish_backfill(1)
+    due_now(backfill)
+    step(backfill)
+    assert fresh(backfill).counted == {"done": 4, "failed": 0, "cancelled": 0, "running": 0}
+    step(backfill)  # the second chunk
+    for n, state in [(5, "success"), (6, "success"), (7, "failed")]:
+        fake_airflow.add_backfill_run(2, run_date(n), state)
+    fake_airflow.finish_backfill(2)
+    due_now(backfill)
+    # Nothing synced yet (no RunRecord at all): the last failed run still fails the backfill.
+    step(backfill)
+    ended = fresh(backfill)
+    assert ended.state == State.FAILED
+    assert ended.last_error.startswith("1 run(s) failed")
+    assert backfills.progress(ended) == {
+        "done": 6,
+        "running": 0,
+        "failed": 1,
+        "cancelled": 0,
+        "queued": 0,
+        "runs": 7,
+        "partitions": 7,
+        "percent": 100,
+    }
+
+
+def test_runs_of_an_earlier_backfill_are_not_counted_at_the_end(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    # A run of the range from an earlier backfill, queued long before this one was submitted.
+    fake_airflow.add_backfill_run(1, run_date(1), "failed", queued_at="2026-11-09T00:00:00+00:00")
+    for n in range(2, 8):
+        fake_airflow.add_backfill_run(1, run_date(n), "success")
+    fake_airflow.finish_backfill(1)
+    due_now(backfill)
+    step(backfill)
+    assert fresh(backfill).state == State.SUCCEEDED
+    assert fresh(backfill).counted["done"] == 6
+
+
+def test_a_finished_backfill_keeps_its_progress_when_a_later_one_reruns_its_runs(
+    deployed, alice, fake_airflow
+):
+    first = submit(deployed, alice, reprocess="all")
+    step(first)
+    submitted = fresh(first).submitted_at
+    dev = deployed["dev"]
+    for n in range(1, 8):
+        fake_airflow.add_backfill_run(1, run_date(n), "success")
+        scheduled_run(dev, n, run_type="backfill", queued_at=submitted)
+    fake_airflow.finish_backfill(1)
+    due_now(first)
+    step(first)
+    assert fresh(first).state == State.SUCCEEDED
+    # A later backfill re-runs all seven: their queued_at moves past the first one's end.
+    RunRecord.objects.filter(dag_id=first.dag_id, run_type="backfill").update(
+        queued_at=submitted + timedelta(hours=1), state="queued"
+    )
+    counts = backfills.progress(fresh(first))
+    assert (counts["done"], counts["queued"], counts["percent"]) == (7, 0, 100)
+
+
+def test_cancel_counts_unstarted_runs_as_cancelled_not_failed(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    fake_airflow.add_backfill_run(1, run_date(1), "success")
+    fake_airflow.add_backfill_run(1, run_date(2), "running")
+    for n in range(3, 8):
+        fake_airflow.add_backfill_run(1, run_date(n), "queued")
+    backfills.backfill_cancel(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    ended = fresh(backfill)
+    assert ended.state == State.CANCELLED
+    counts = backfills.progress(ended)
+    assert {k: counts[k] for k in ("done", "running", "failed", "cancelled", "queued")} == {
+        "done": 1,
+        "running": 1,  # Airflow lets a started run finish
+        "failed": 0,
+        "cancelled": 5,
+        "queued": 0,
+    }
+
+
+def test_cancel_between_chunks_counts_the_chunks_never_submitted(
+    deployed, alice, fake_airflow, settings
+):
+    settings.BACKFILL_CHUNK_RUNS = 4
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    for n in range(1, 5):
+        fake_airflow.add_backfill_run(1, run_date(n), "success")
+    fake_airflow.finish_backfill(1)
+    due_now(backfill)
+    step(backfill)
+    assert fresh(backfill).state == State.QUEUED
+    backfills.backfill_cancel(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    ended = fresh(backfill)
+    assert (ended.state, ended.counted["done"], ended.counted["cancelled"]) == (
+        State.CANCELLED,
+        4,
+        3,
+    )
+    assert len(fake_airflow.backfills) == 1
+
+
+def test_cancel_after_airflow_completed_it_still_cancels(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    fake_airflow.finish_backfill(1)  # completed in Airflow, not yet seen by the portal
+    backfills.backfill_cancel(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    assert fresh(backfill).state == State.CANCELLED
+
+
+def test_progress_of_synced_runs_tells_cancelled_from_failed(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    submitted = fresh(backfill).submitted_at
+    dev = deployed["dev"]
+    scheduled_run(dev, 1, "failed", run_type="backfill", queued_at=submitted)
+    scheduled_run(dev, 2, "failed", run_type="backfill", queued_at=submitted, start_date=None)
+    scheduled_run(dev, 3, "queued", run_type="backfill", queued_at=submitted, start_date=None)
+    counts = backfills.progress(fresh(backfill))
+    assert {k: counts[k] for k in ("failed", "cancelled", "running", "queued")} == {
+        "failed": 1,
+        "cancelled": 1,
+        "running": 0,
+        "queued": 5,
+    }

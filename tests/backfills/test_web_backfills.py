@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from pipelines.backfills import selectors
 from pipelines.backfills import services as backfills
@@ -625,3 +626,21 @@ def test_rejecting_needs_a_comment(client, alice, bob, deployed):
     html = client.get(page_of(backfill)).content.decode()
     assert "Rejected by bob" in html
     assert 'id="backfill-controls"' not in html
+
+
+def test_a_cancelled_backfill_says_what_was_not_run(client, alice, deployed):
+    backfill = submit(deployed, alice)
+    Backfill.objects.filter(id=backfill.id).update(
+        state=State.CANCELLED,
+        submitted_at=timezone.now(),
+        finished_at=timezone.now(),
+        counted={"done": 1, "failed": 0, "cancelled": 5, "running": 1},
+    )
+    client.force_login(alice)
+    html = client.get(page_of(backfill)).content.decode()
+    assert '<td data-count="cancelled">5</td>' in html
+    assert '<td data-count="failed">0</td>' in html
+    assert "1 already running when it was cancelled finish on their own" in html
+    listed = client.get(reverse("pipelines:backfills")).content.decode()
+    assert "5 cancelled" in listed
+    assert "failed</span>" not in listed

@@ -249,3 +249,25 @@ def test_backfills_of_a_dag_page_through_every_one(client, airflow, monkeypatch)
             json={"backfills": page, "total_entries": 3},
         )
     assert [b["id"] for b in client.backfills(DAG)] == [1, 2, 3]
+
+
+def test_backfill_runs_asks_for_the_backfill_runs_of_the_range(client, airflow):
+    run = {"dag_run_id": "backfill__2026-11-01T02:00:00+00:00", "state": "failed"}
+    airflow.add(
+        responses.GET,
+        f"{BASE}/api/v2/dags/{DAG}/dagRuns",
+        match=[
+            matchers.query_param_matcher(
+                {
+                    "logical_date_gte": FROM.isoformat(),
+                    "logical_date_lte": TO.isoformat(),
+                    "run_type": "backfill",
+                    "limit": "100",
+                    "offset": "0",
+                    "order_by": "id",
+                }
+            )
+        ],
+        json={"dag_runs": [run], "total_entries": 1},
+    )
+    assert client.backfill_runs(DAG, FROM, TO) == [run]

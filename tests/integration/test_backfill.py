@@ -14,7 +14,8 @@ to table. With one pipeline per dialect reused for every step:
 4. the same days again with "Everything": the 7 runs re-run (done == 7 for the new
    backfill), the checksum unchanged (nothing counted twice);
 5. the same again, cancelled once its first run has started: cancelled in the portal,
-   completed in Airflow, the queued runs never started, and the checksum still unchanged.
+   completed in Airflow, the queued runs never started and count as cancelled (not failed),
+   and the checksum still unchanged.
 
 The days are the 7 latest complete partitions a backfill of the freshly deployed DAG takes as
 "missing": those before the one loaded by the scheduled run that unpausing the DAG creates
@@ -365,8 +366,12 @@ def test_backfill_matches_runs_refuses_overlap_reruns_and_cancels(client, wareho
     never_ran = [r for r in final if r["start_date"] is None]
     assert 1 <= len(succeeded) < 7, final
     assert len(succeeded) + len(never_ran) == 7, final
-    done = follow(client, key, doomed["id"], days, until=lambda b: b["done"] == len(succeeded))
-    assert done["state"] == "cancelled"
+    # As counted when it was cancelled: the runs that never started are cancelled, not failed
+    # (Airflow marks them failed), and the started one is done or still running then.
+    done = follow(client, key, doomed["id"], days, until=ended)
+    assert (done["state"], done["failed"], done["queued"]) == ("cancelled", 0, 0), done
+    assert done["cancelled"] == len(never_ran), done
+    assert done["done"] + done["running"] == len(succeeded), done
     assert checksum(kind, bf_table, days) == by_runs
     lap("backfill 3 cancelled")
     print(f"{kind}: {timings}; the cancelled backfill as the API shows it: {done}")

@@ -64,7 +64,8 @@ def failed_run(airflow, dag_id: str, **fields) -> None:
         data_interval_start=utc(2026, 11, 9, 2).isoformat(),
         data_interval_end=utc(2026, 11, 10, 2).isoformat(),
         queued_at=utc(2026, 11, 10, 2).isoformat(),
-        end_date=utc(2026, 11, 10, 2, 5).isoformat(),
+        start_date=utc(2026, 11, 10, 2).isoformat(),  # it ran: a run that never started is
+        end_date=utc(2026, 11, 10, 2, 5).isoformat(),  # a cancelled one, not a failure
         **fields,
     )
 

@@ -13,7 +13,7 @@ from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
 from pipelines.core.airflow import AirflowClient, explain_failure, log_message
 from pipelines.deployments import services as deploy
-from pipelines.models import RunRecord, RunRequest
+from pipelines.models import PipelineHealth, RunRecord, RunRequest, Verdict
 from pipelines.monitoring import sync
 from tests.conftest import pipeline_payload
 from tests.fakes import FakeSyncAirflow
@@ -140,6 +140,7 @@ def failed_run(airflow: FakeSyncAirflow, day: int, reason: str | None) -> str:
         data_interval_start=utc(2026, 11, day - 1, 2).isoformat(),
         data_interval_end=utc(2026, 11, day, 2).isoformat(),
         queued_at=utc(2026, 11, day, 2).isoformat(),
+        start_date=utc(2026, 11, day, 2).isoformat(),
         end_date=utc(2026, 11, day, 2, 5).isoformat(),
     )
     if reason is not None:
@@ -233,3 +234,38 @@ def test_following_a_run_to_failed_reads_its_reason_at_once(
     runs.run_refresh(run_request_id=run.id)
     run.refresh_from_db()
     assert (run.run_state, run.error) == ("failed", f"load_partition failed: {GUARD}")
+
+
+def test_a_run_failed_before_it_started_is_not_a_failure(deployed, environments):
+    """Cancelling a backfill fails its queued runs: nothing ran, so there is no reason to read,
+    no failing health and no failure on the pipeline page."""
+    airflow = FakeSyncAirflow()
+    airflow.add_run(
+        DAG,
+        "scheduled__2026-11-10T02:00:00+00:00",
+        "success",
+        data_interval_start=utc(2026, 11, 9, 2).isoformat(),
+        data_interval_end=utc(2026, 11, 10, 2).isoformat(),
+        queued_at=utc(2026, 11, 10, 2).isoformat(),
+        start_date=utc(2026, 11, 10, 2).isoformat(),
+        end_date=utc(2026, 11, 10, 2, 5).isoformat(),
+        duration=300.0,
+    )
+    for day in (5, 6, 7):
+        airflow.add_run(
+            DAG,
+            f"backfill__2026-11-{day:02d}T02:00:00+00:00",
+            "failed",
+            run_type="backfill",
+            logical_date=utc(2026, 11, day, 2).isoformat(),
+            data_interval_start=utc(2026, 11, day, 2).isoformat(),
+            data_interval_end=utc(2026, 11, day + 1, 2).isoformat(),
+            queued_at=utc(2026, 11, 10, 2, 30).isoformat(),
+            end_date=utc(2026, 11, 10, 2, 31).isoformat(),
+        )
+    with time_machine.travel(utc(2026, 11, 10, 3), tick=False):
+        sync.environment_sync(environment_id=environments["dev"].id, client=airflow)
+    assert RunRecord.objects.filter(state="failed").count() == 3
+    assert not airflow.failures_asked
+    health = PipelineHealth.objects.get(pipeline=deployed)
+    assert (health.failing_streak, health.verdict) == (0, Verdict.HEALTHY), health.reason
