@@ -6,8 +6,9 @@ document on stdin, {"dag": <path>, "connections": {conn_id: url}, "steps": [[tas
 like tests/integration/template_harness.py, whose `connector` replaces the rendered file's
 `connect` exactly as in the tests. Each step prints one JSON line: the harness's fields plus
 "seconds" (the task call only: the module, Airflow's import and the compile of TASK_CODE come
-before the clock starts) and "split" (seconds inside the task code's own copy_rows /
-insert_rows / guard / can_copy functions, found by wrapping them in the compiled namespace).
+before the clock starts) and "split" (seconds inside the task code's own can_copy /
+copy_rows / merge_rows / insert_rows / counts / guard functions, found by wrapping them in the
+compiled namespace; merge_rows's time includes the copy_rows it calls).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from template_harness import connector  # noqa: E402 - found through the path set just above
 
-TIMED = ("can_copy", "copy_rows", "insert_rows", "guard")
+TIMED = ("can_copy", "copy_rows", "merge_rows", "insert_rows", "counts", "guard")
 
 
 def timed(split: dict[str, float], name: str, func):

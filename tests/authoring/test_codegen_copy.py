@@ -66,6 +66,44 @@ def test_a_hostile_column_name_stays_a_quoted_identifier_in_copy():
     assert copy["columns"][-1] == name  # bound as data to the type check, never spliced
 
 
+def test_the_merge_matches_by_key_inside_the_partition_only():
+    merge = spec_value(ORDERS, target())["copy"]["merge"]
+    table, in_range = '"analytics"."orders_daily"', 't."order_date" >= %s AND t."order_date" < %s'
+    assert merge["stage"].startswith("CREATE TEMPORARY TABLE portal_stage ON COMMIT DROP AS ")
+    assert merge["stage"].endswith(f"FROM {table} WITH NO DATA")
+    assert merge["delete"] == (
+        f"DELETE FROM {table} AS t WHERE {in_range} AND NOT EXISTS "
+        '(SELECT FROM pg_temp.portal_stage AS s WHERE s."order_id" = t."order_id")'
+    )
+    assert f'WHERE s."order_id" = t."order_id" AND {in_range} AND (' in merge["update"]
+    assert 't."amount" IS DISTINCT FROM s."amount"' in merge["update"]
+    assert '"order_id" = s."order_id"' not in merge["update"]  # the key is matched, not set
+    assert merge["insert"].endswith(f'WHERE s."order_id" = t."order_id" AND {in_range})')
+
+
+def test_a_table_of_key_columns_only_has_nothing_to_update():
+    spec = replace(ORDERS, primary_key=tuple(c.name for c in ORDERS.columns))
+    assert spec_value(spec, target())["copy"]["merge"]["update"] is None
+
+
+def test_a_hostile_column_name_stays_a_quoted_identifier_in_the_merge():
+    name = 'x" = 1; DROP TABLE orders; --'
+    spec = replace(ORDERS, columns=(*ORDERS.columns, Column(name, "text")))
+    merge = spec_value(spec, target())["copy"]["merge"]
+    quoted = codegen.quote_identifier(name, "postgres")
+    assert f"t.{quoted} IS DISTINCT FROM s.{quoted}" in merge["update"]
+    assert f"{quoted} = s.{quoted}" in merge["update"]
+    assert name not in merge["update"].replace(quoted, "")
+
+
+def test_only_postgres_takes_the_create_lock():
+    postgres = spec_value(ORDERS, target())["sql"]
+    sqlite = spec_value(EVENTS_HOURLY, target("dev", "sqlite", "", "dev__"))["sql"]
+    assert postgres["lock"] == codegen.CREATE_LOCK
+    assert "pg_advisory_xact_lock" in postgres["lock"]
+    assert "lock" not in sqlite
+
+
 def test_versions_made_before_the_copy_load_keep_their_release():
     """Their pages offer Upgrade; the release they were rendered with stays known."""
     assert list(codegen.TEMPLATE_RELEASES)[:2] == ["2026.11.1", "2026.11.2"]

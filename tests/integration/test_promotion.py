@@ -10,7 +10,8 @@ rule needs (a version may return to stage only if it ran or was approved there):
    there and the health sync makes the readiness checklist pass; promoted and approved the same
    way;
 3. stage's DAG file holds version 2 with stage's connection and schema, and a run in stage
-   writes to stage's schema only (dev's rows are not even rewritten: their xmin is unchanged);
+   writes to stage's schema only (dev's rows are not rewritten, their xmin is unchanged, and
+   dev's table is not even read, by PostgreSQL's scan statistics);
 4. stage rolls back to version 1 without a new approval; Airflow registers version 1's file
    and the version 2 deployment is superseded. The audit log names who did each step.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -154,6 +156,18 @@ def untouched_proof(schema: str, table: str) -> tuple[int, str]:
             f'SELECT xmin::text, * FROM "{schema}"."{table}" ORDER BY order_id'
         ).fetchall()
     return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def reads(schema: str, table: str) -> int:
+    """How often PostgreSQL has scanned the table (sequential and index scans), from its
+    statistics, which a task's connection reports when it closes (waited for a moment)."""
+    time.sleep(1)
+    with psycopg.connect(pg_url(PG_WAREHOUSE)) as conn:
+        return conn.execute(
+            "SELECT seq_scan + COALESCE(idx_scan, 0) FROM pg_stat_user_tables "
+            "WHERE schemaname = %s AND relname = %s",
+            (schema, table),
+        ).fetchone()[0]
 
 
 def as_source(rows: list[tuple]) -> list[tuple]:
@@ -344,8 +358,11 @@ def test_promote_to_stage_with_approval_then_roll_back(client, stages, alice, bo
     assert len(expected) > 0
     assert as_source(table_rows(dev.target_schema, table, DAY)) == expected
     dev_before = untouched_proof(dev.target_schema, table)
+    dev_reads = reads(dev.target_schema, table)
     run_in(client, name, stage, key)
     assert untouched_proof(dev.target_schema, table) == dev_before
+    # A re-load of unchanged rows writes nothing (it merges), so also: not even read.
+    assert reads(dev.target_schema, table) == dev_reads
     assert as_source(table_rows(stage.target_schema, table, DAY)) == expected
 
     # 4. Roll stage back to version 1 (approved there before): no new approval.

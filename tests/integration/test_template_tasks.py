@@ -332,13 +332,42 @@ def test_postgres_to_postgres_loads_by_copy_and_a_reload_leaves_no_duplicates(tm
     assert [r["ok"] for r in results] == [True, True, True, True], results
     first, again = results[1]["result"], results[2]["result"]
     assert (first["method"], first["rows_before"], first["rows"]) == ("copy", 0, 4)
-    assert (again["method"], again["rows_before"], again["rows"]) == ("copy", 4, 4)
+    assert (again["method"], again["rows_before"], again["rows"]) == ("merge", 4, 4)
+    assert again["changed"] == {"deleted": 0, "updated": 0, "inserted": 0}
     assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])
     with psycopg.connect(pg["warehouse"]) as conn:
         total, keys = conn.execute(
             f"SELECT COUNT(*), COUNT(DISTINCT order_id) FROM {WAREHOUSE_ORDERS}"
         ).fetchone()
     assert (total, keys) == (4, 4)  # the neighbouring days stayed in the source
+
+
+def test_a_reload_writes_only_the_rows_that_changed(tmp_path, pg):
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS)
+    target = Target("postgres", "analytics")
+    loaded = run_tasks(tmp_path, ORDERS_PG, target, pg, [["create_target", {}], LOAD_DAY])
+    assert all(r["ok"] for r in loaded), loaded
+    before = {row[2]: row for row in physical(pg["warehouse"])}  # by order_id
+    with psycopg.connect(pg["source"]) as conn:
+        conn.execute("UPDATE orders SET note = NULL WHERE order_id = 1")
+        conn.execute("UPDATE orders SET amount = 0.01 WHERE order_id = 3")
+        conn.execute("DELETE FROM orders WHERE order_id = 2")
+        conn.execute("UPDATE orders SET order_date = '2026-11-10' WHERE order_id = 5")  # moved in
+        conn.execute(
+            "INSERT INTO orders VALUES (7, 14, 1.00, '2026-11-10', '2026-11-10 10:00', 'new')"
+        )
+
+    again = run_tasks(tmp_path, ORDERS_PG, target, pg, [LOAD_DAY])[0]
+
+    assert again["ok"], again
+    result = again["result"]
+    assert (result["method"], result["rows_before"], result["rows"]) == ("merge", 4, 5)
+    assert result["changed"] == {"deleted": 1, "updated": 2, "inserted": 2}
+    assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])
+    after = {row[2]: row for row in physical(pg["warehouse"])}
+    assert after[4] == before[4]  # unchanged: not written at all (same xmin and ctid)
+    assert after[1][:2] != before[1][:2]
+    assert sorted(after) == [1, 3, 4, 5, 7]
 
 
 def test_a_shrinking_copy_load_is_refused_and_the_partition_is_not_rewritten(tmp_path, pg):

@@ -36,6 +36,9 @@ TEMPLATE_RELEASES = {
     # Binary COPY between two PostgreSQL databases of matching column types; duplicate-key
     # counting skipped where the target's primary key rules duplicates out.
     "2026.11.2": "951a6e13c3636930b81e54204c4f2c7072855af551bb964bd96737ae0be8172e",
+    # A re-load by COPY writes only what differs (staged, then merged by key); create_target
+    # takes an advisory lock, so two first runs at once no longer race on the catalog.
+    "2026.11.3": "e78f3c1f851ccd98d6cbd27d05cbc199d52a30e38ca5886cd8debfa4ad42e7ed",
 }
 TEMPLATE_VERSION = next(reversed(TEMPLATE_RELEASES))
 SPEC_TOKEN = "__PORTAL_SPEC__"
@@ -81,6 +84,10 @@ KEY_ENFORCED = (
     "WHERE a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey) "
     "AND a.attname::text <> ALL (%s::text[])))"
 )
+# Taken first in create_target's transaction (PostgreSQL): two first runs at once (a backfill's
+# beside the scheduled one, or two pipelines new in one schema) would otherwise both create the
+# schema or table and one would fail on a unique index of the catalog. Held for milliseconds.
+CREATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pipeline-portal create_target'))"
 # Whether a source and a target column hold the same type, for binary COPY: the type itself, or
 # varchar for text (the same bytes on the wire; a varchar(n) target still checks its length).
 COPY_TYPES_MATCH = (
@@ -165,7 +172,7 @@ def build_sql(spec: PipelineSpec, target: RenderTarget) -> dict[str, str]:
         target_exists = f"SELECT to_regclass({wh_ph}) IS NOT NULL"
     else:
         target_exists = f"SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = {wh_ph}"
-    extra = {"key_enforced": KEY_ENFORCED} if wh_dialect == "postgres" else {}
+    extra = {"key_enforced": KEY_ENFORCED, "lock": CREATE_LOCK} if wh_dialect == "postgres" else {}
     # PostgreSQL truncates names to 63 bytes itself; doing it here keeps the name predictable.
     index = quote_identifier(f"{spec.target_table}__partition"[:63], wh_dialect)
     return {
@@ -220,6 +227,51 @@ def build_copy(spec: PipelineSpec, target: RenderTarget) -> dict[str, Any] | Non
             "TO STDOUT (FORMAT BINARY)"
         ),
         "target": f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)",
+        "merge": build_merge(spec, table),
+    }
+
+
+def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
+    """Return the statements of a re-load that writes only what differs (PostgreSQL).
+
+    The source's rows are staged in a temporary table (binary COPY, no index to maintain), then
+    the target's partition is brought to them: rows whose key is gone are deleted, rows that
+    differ are updated, new keys are inserted. Rows that did not change are not written at all.
+    Only the partition's own rows are matched (a key found elsewhere in the table is a
+    duplicate, as with delete-and-insert). Equality is SQL's: `IS DISTINCT FROM` per column.
+    """
+    q = functools.partial(quote_identifier, dialect="postgres")
+    names = [c.name for c in spec.columns]
+    key, rest = list(spec.primary_key), [n for n in names if n not in spec.primary_key]
+    cols = ", ".join(q(n) for n in names)
+    stage = "pg_temp.portal_stage"
+    pc = q(spec.partition_column)
+    in_range = f"t.{pc} >= %s AND t.{pc} < %s"
+    same_key = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in key)
+    update = None
+    if rest:
+        differs = " OR ".join(f"t.{q(n)} IS DISTINCT FROM s.{q(n)}" for n in rest)
+        update = (
+            f"UPDATE {table} AS t SET {', '.join(f'{q(n)} = s.{q(n)}' for n in rest)} "
+            f"FROM {stage} AS s WHERE {same_key} AND {in_range} AND ({differs})"
+        )
+    return {
+        # Dropped at the end of the load's transaction, committed or rolled back.
+        "stage": (
+            f"CREATE TEMPORARY TABLE portal_stage ON COMMIT DROP AS "
+            f"SELECT {cols} FROM {table} WITH NO DATA"
+        ),
+        "stage_copy": f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)",
+        "analyze": f"ANALYZE {stage}",
+        "delete": (
+            f"DELETE FROM {table} AS t WHERE {in_range} "
+            f"AND NOT EXISTS (SELECT FROM {stage} AS s WHERE {same_key})"
+        ),
+        "update": update,
+        "insert": (
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} AS s "
+            f"WHERE NOT EXISTS (SELECT FROM {table} AS t WHERE {same_key} AND {in_range})"
+        ),
     }
 
 

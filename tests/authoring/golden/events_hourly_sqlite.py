@@ -79,7 +79,7 @@ SPEC = {'dag_id': 'dev__events_hourly',
             'version': 1,
             'environment': 'dev',
             'url': 'http://portal.example.com/pipelines/orders-daily/',
-            'template': 'partitioned_load 2026.11.2'}}
+            'template': 'partitioned_load 2026.11.3'}}
 
 TASK_CODE = r'''
 import logging
@@ -240,6 +240,8 @@ def create_target() -> None:
     with closing(connect(SPEC["target_conn_id"])) as target:
         try:
             cursor = target.cursor()
+            if sql.get("lock"):  # serialize concurrent first runs (schema and table creation)
+                cursor.execute(sql["lock"])
             for statement in sql["create_register"]:
                 cursor.execute(statement)
             cursor.execute(sql["register_owner"], (SPEC["target_name"],))
@@ -283,18 +285,22 @@ def key_enforced(cursor) -> bool:
     return scalar(cursor, statement, (SPEC["target_key"], SPEC["primary_key"])) is True
 
 
-def guard(cursor, parts: list, before: list[int], accept_smaller: bool) -> list[str]:
-    """Return why the replaced partitions must not be committed (empty when they may be)."""
+def guard(
+    cursor, parts: list, before: list[int], after: list[int], accept_smaller: bool, enforced: bool
+) -> list[str]:
+    """Return why the replaced partitions must not be committed (empty when they may be).
+
+    `before` and `after`: each partition's rows before the swap and now.
+    """
     sql, wh = SPEC["sql"], SPEC["warehouse_dialect"]
     start, end = bind(parts[0][0], wh), bind(parts[-1][1], wh)
     problems = []
-    duplicates = 0 if key_enforced(cursor) else scalar(cursor, sql["duplicate_keys"], (start, end))
+    duplicates = 0 if enforced else scalar(cursor, sql["duplicate_keys"], (start, end))
     if duplicates:
         span = f"[{label(parts[0][0])}, {label(parts[-1][1])})"
         problems.append(f"{duplicates} duplicate keys in {span}")
     percent = SPEC["shrink_guard_percent"]
-    for (p_start, p_end), old in zip(parts, before):
-        new = scalar(cursor, sql["count_target"], (bind(p_start, wh), bind(p_end, wh)))
+    for (p_start, _), old, new in zip(parts, before, after):
         # Accepting a smaller partition covers "none left" too, for a partition that had rows.
         if accept_smaller and old:
             continue
@@ -309,6 +315,12 @@ def guard(cursor, parts: list, before: list[int], accept_smaller: bool) -> list[
                 f"shrink guard of {percent}%{ACCEPT_HINT}"
             )
     return problems
+
+
+def counts(cursor, parts: list) -> list[int]:
+    """The rows each partition of `parts` holds in the target now."""
+    sql, wh = SPEC["sql"], SPEC["warehouse_dialect"]
+    return [scalar(cursor, sql["count_target"], (bind(a, wh), bind(b, wh))) for a, b in parts]
 
 
 def can_copy(source, write) -> bool:
@@ -333,8 +345,9 @@ def can_copy(source, write) -> bool:
     )
 
 
-def copy_rows(source, write, start: datetime, end: datetime) -> int:
-    """Stream [start, end) from the source into the target with binary COPY; return the rows.
+def copy_rows(source, write, start: datetime, end: datetime, into: str = "") -> int:
+    """Stream [start, end) from the source into the target table (or `into`, a COPY … FROM
+    STDIN statement) with binary COPY; return the rows.
 
     psycopg merges the bounds into the COPY statement client-side, as quoted literals. The
     source sends a message per row; they are passed on in blocks of COPY_BLOCK bytes (half the
@@ -344,7 +357,7 @@ def copy_rows(source, write, start: datetime, end: datetime) -> int:
     bounds = (bind(start, "postgres"), bind(end, "postgres"))
     with (
         source.cursor().copy(copy["source"], bounds) as rows_out,
-        write.copy(copy["target"]) as rows_in,
+        write.copy(into or copy["target"]) as rows_in,
     ):
         block = bytearray()
         for data in rows_out:
@@ -354,6 +367,29 @@ def copy_rows(source, write, start: datetime, end: datetime) -> int:
                 block = bytearray()
         rows_in.write(block)
     return write.rowcount
+
+
+def merge_rows(source, write, start: datetime, end: datetime) -> tuple[int, dict]:
+    """Bring the target's [start, end) to the source's rows, writing only what differs; return
+    (the source's rows, {"deleted", "updated", "inserted"}).
+
+    The rows are staged in a temporary table by binary COPY, then compared by key: a re-load of
+    unchanged data writes nothing, where deleting and inserting would rewrite every row and
+    every index entry. Used when the target's primary key rules duplicates out: a source
+    holding one key twice then fails the insert, or leaves fewer rows than it sent (an update
+    takes one of them), which the caller refuses.
+    """
+    merge = SPEC["copy"]["merge"]
+    bounds = (bind(start, "postgres"), bind(end, "postgres"))
+    write.execute(merge["stage"])
+    staged = copy_rows(source, write, start, end, into=merge["stage_copy"])
+    write.execute(merge["analyze"])  # row counts for the planner: hash joins, not loops
+    changed = {"deleted": 0, "updated": 0, "inserted": 0}
+    for step, done in (("delete", "deleted"), ("update", "updated"), ("insert", "inserted")):
+        if merge[step]:  # no update when every column is a key column
+            write.execute(merge[step], bounds)
+            changed[done] = write.rowcount
+    return staged, changed
 
 
 def insert_rows(source, write, start: datetime, end: datetime) -> int:
@@ -380,12 +416,14 @@ def is_duplicate_key(exc: BaseException) -> bool:
 
 
 def load_partition(**context) -> dict:
-    """Replace the run's partitions by a guarded swap: delete, insert, check, then commit.
+    """Replace the run's partitions by a guarded swap: write, check, then commit.
 
     All in one transaction of the target: if a check fails (duplicate keys, an empty partition
     unless allowed, a partition shrinking below the guard unless the run accepts it), nothing
-    is committed and the previous rows stay exactly as they were. The rows are streamed with
-    binary COPY between two PostgreSQL databases whose column types match, else inserted.
+    is committed and the previous rows stay exactly as they were. Between two PostgreSQL
+    databases whose column types match, the rows are streamed with binary COPY: staged and
+    merged (only the difference written) when the target's primary key rules duplicates out,
+    else copied in after a delete. Otherwise the partition is deleted and inserted row by row.
     """
     from contextlib import closing
 
@@ -395,28 +433,38 @@ def load_partition(**context) -> dict:
     parts = partitions(start, end)
     accept_smaller = (context["dag_run"].conf or {}).get("accept_smaller") is True
     sql, wh = SPEC["sql"], SPEC["warehouse_dialect"]
+    duplicate = f"The source holds duplicate keys for [{label(start)}, {label(end)})"
+    changed = None
     with (
         closing(connect(SPEC["source_conn_id"])) as source,
         closing(connect(SPEC["target_conn_id"])) as target,
     ):
         try:
             write = target.cursor()
-            before = [
-                scalar(write, sql["count_target"], (bind(a, wh), bind(b, wh))) for a, b in parts
-            ]
-            method = "copy" if can_copy(source, write) else "insert"
-            write.execute(sql["delete_target"], (bind(start, wh), bind(end, wh)))
+            before = counts(write, parts)
+            enforced = key_enforced(write)
+            method = "insert"
+            if can_copy(source, write):
+                # Nothing to compare with in empty partitions: straight in is fastest.
+                merge = enforced and sum(before) and SPEC["copy"].get("merge")
+                method = "merge" if merge else "copy"
             try:
-                load = copy_rows if method == "copy" else insert_rows
-                rows = load(source, write, start, end)
+                if method == "merge":
+                    rows, changed = merge_rows(source, write, start, end)
+                else:
+                    write.execute(sql["delete_target"], (bind(start, wh), bind(end, wh)))
+                    load = copy_rows if method == "copy" else insert_rows
+                    rows = load(source, write, start, end)
             except Exception as exc:
                 if not is_duplicate_key(exc):
                     raise
+                raise AirflowFailException(f"{duplicate}: {exc}. Nothing was replaced.") from None
+            after = counts(write, parts)
+            if method == "merge" and sum(after) != rows:
                 raise AirflowFailException(
-                    f"The source holds duplicate keys for [{label(start)}, {label(end)}): "
-                    f"{exc}. Nothing was replaced."
-                ) from None
-            problems = guard(write, parts, before, accept_smaller)
+                    f"{duplicate}: it sent {rows} rows for fewer keys. Nothing was replaced."
+                )
+            problems = guard(write, parts, before, after, accept_smaller, enforced)
             if problems:
                 raise AirflowFailException(
                     "Guarded swap refused: " + "; ".join(problems) + ". Nothing was replaced: "
@@ -427,8 +475,9 @@ def load_partition(**context) -> dict:
             target.rollback()
             raise
     log.info(
-        "Replaced [%s, %s) by %s: %d rows before, %d now%s", label(start), label(end), method,
-        sum(before), rows, " (smaller partition accepted)" if accept_smaller else "",
+        "Replaced [%s, %s) by %s: %d rows before, %d now%s%s", label(start), label(end), method,
+        sum(before), rows, f" {changed}" if changed else "",
+        " (smaller partition accepted)" if accept_smaller else "",
     )
     return {
         "partition_start": label(start),
@@ -437,6 +486,7 @@ def load_partition(**context) -> dict:
         "rows_before": sum(before),
         "accept_smaller": accept_smaller,
         "method": method,
+        "changed": changed,
     }
 
 
