@@ -60,6 +60,18 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
     return render(request, "pipelines/approvals.html", context)
 
 
+@require_GET
+def approvals_badge(request: HttpRequest) -> HttpResponse:
+    """The nav's count of requests the viewer may decide, which base.html loads after the page
+    so that no page pays for its query; empty when there is none to decide.
+
+    A visitor gets the empty badge, not a login redirect: a page drawn before the session
+    ended would swap the login page into its nav.
+    """
+    count = selectors.promotion_pending_count(user=request.user)
+    return render(request, "pipelines/_approvals_badge.html", {"count": count})
+
+
 def _page(
     request: HttpRequest,
     promotion: Promotion,

@@ -15,6 +15,7 @@ urlpatterns = [
     path("health/alerts/", views.alert_list, name="alerts"),
     path("audit/", views.audit_log, name="audit"),
     path("approvals/", approvals.approval_queue, name="approvals"),
+    path("approvals/badge", approvals.approvals_badge, name="approvals-badge"),
     path("promotions/<int:promotion_id>/", approvals.promotion_detail, name="promotion"),
     path(
         "promotions/<int:promotion_id>/approve",

@@ -85,6 +85,7 @@ def test_promote_and_approve_in_the_browser(promo_world, browser_page):
 
     # alice asks for version 1 in stage
     log_in(page, live_server.url, "alice")
+    expect(page.locator("#approvals-badge-slot")).to_have_count(0)  # the badge has loaded
     expect(page.locator("#approvals-badge")).to_have_count(0)
     page.goto(f"{live_server.url}/pipelines/{name}/")
     page.click("#env-actions-stage >> text=Promote v1")
@@ -118,6 +119,7 @@ def test_promote_and_approve_in_the_browser(promo_world, browser_page):
     expect(page.locator(".messages")).to_contain_text("Approved")
     expect(page.locator("#promotion-state")).to_have_text("approved")
     expect(page.locator("#promotion-decision")).to_contain_text("Checked the run in dev.")
+    expect(page.locator("#approvals-badge-slot")).to_have_count(0)  # the badge has loaded
     expect(page.locator("#approvals-badge")).to_have_count(0)
     state = page.locator("#promotion-deployment [data-state]")
     expect(state).to_have_text(re.compile("pending|deploying|deployed"))

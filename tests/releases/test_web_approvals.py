@@ -20,6 +20,7 @@ from tests.releases.conftest import edit, make_ready, mark_deployed
 
 State = Promotion.State
 QUEUE = reverse("pipelines:approvals")
+BADGE = reverse("pipelines:approvals-badge")
 
 
 @pytest.fixture
@@ -85,14 +86,43 @@ def test_badge_counts_what_the_viewer_may_decide(client, alice, bob, mallory, fi
     assert promotion_pending_count(user=admin) == 1
 
     client.force_login(bob)
-    html = client.get(QUEUE).content.decode()
-    assert 'id="approvals-badge"' in html
-    assert ">1</span>" in html.split('id="approvals-badge"')[1][:120]
+    badge = client.get(BADGE)
+    assert badge.status_code == 200
+    assert 'id="approvals-badge"' in badge.content.decode()
+    assert ">1</span>" in badge.content.decode()
+    assert 'title="1 request (promotions and backfills) you may decide"' in badge.content.decode()
     for user in (alice, mallory):
         client.force_login(user)
-        html = client.get(QUEUE).content.decode()
-        assert f'href="{QUEUE}"' in html
-        assert 'id="approvals-badge"' not in html
+        badge = client.get(BADGE)
+        assert badge.status_code == 200
+        assert badge.content.decode().strip() == ""
+
+
+def test_every_page_loads_the_badge_after_it_and_links_the_queue(client, bob, filed):
+    client.force_login(bob)
+
+    html = client.get(reverse("pipelines:health")).content.decode()
+
+    assert f'href="{QUEUE}"' in html  # without JavaScript: the queue, without a number
+    assert f'hx-get="{BADGE}" hx-trigger="load"' in html
+    assert 'id="approvals-badge"' not in html  # counted by the badge's own request
+
+
+def test_badge_for_a_visitor_is_empty_not_a_redirect(client, filed, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        badge = client.get(BADGE)
+
+    assert badge.status_code == 200
+    assert badge.content.decode().strip() == ""
+
+
+def test_badge_view_is_its_one_query_after_the_session(
+    client, bob, filed, django_assert_num_queries
+):
+    client.force_login(bob)
+    with django_assert_num_queries(3):  # session, user, the count
+        badge = client.get(BADGE)
+    assert ">1</span>" in badge.content.decode()
 
 
 def test_an_approver_who_asked_neither_counts_nor_decides_her_own(client, alice, bob, filed):
@@ -189,7 +219,7 @@ def test_queue_query_count_does_not_grow_with_requests(
         page = client.get(QUEUE)
     assert len(page.context["rows"]) == 20
     assert all(may for _, may in page.context["rows"])
-    assert 'id="approvals-badge"' in page.content.decode()
+    assert f'hx-get="{BADGE}"' in page.content.decode()  # the badge's count is not here
 
 
 # --- the promotion's page ------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_overview_query_count_does_not_grow_with_pipelines(
 ):
     client.force_login(alice)
     url = reverse("pipelines:health")
-    with django_assert_num_queries(9) as small:  # session, user, nav badge, + 6 for the page
+    with django_assert_num_queries(8) as small:  # session, user, + 6 for the page
         client.get(url)
     add_rows(120, orders, environments, team, alice)
     with django_assert_num_queries(len(small.captured_queries)):
