@@ -55,6 +55,20 @@ def pipeline_list() -> list[dict[str, Any]]:
     ]
 
 
+RECENT_RUNS = 20
+
+
+def recent_runs(*, pipeline: Pipeline) -> dict[str, Any]:
+    """The pipeline's newest runs and whether any is still active: what the runs table shows,
+    and all it reads while it polls (one query)."""
+    run_list = list(
+        RunRequest.objects.filter(pipeline=pipeline)
+        .select_related("environment", "requested_by")
+        .order_by("-requested_at")[:RECENT_RUNS]
+    )
+    return {"runs": run_list, "any_running": any(r.is_active for r in run_list)}
+
+
 def pipeline_detail(*, slug: str) -> dict[str, Any]:
     """Everything the pipeline page shows (seven queries, whatever the history)."""
     pipeline = get_object_or_404(
@@ -73,11 +87,6 @@ def pipeline_detail(*, slug: str) -> dict[str, Any]:
         .select_related("version", "environment", "requested_by")
         .order_by("-requested_at")
     )
-    run_list = list(
-        RunRequest.objects.filter(pipeline=pipeline)
-        .select_related("environment", "requested_by")
-        .order_by("-requested_at")[:20]
-    )
     return {
         "pipeline": pipeline,
         "version": versions[0],
@@ -88,9 +97,7 @@ def pipeline_detail(*, slug: str) -> dict[str, Any]:
         "current_template": codegen.template_label(codegen.TEMPLATE_VERSION),
         "deployments": deployments,
         "any_deploying": any(d.is_active for d in deployments),
-        "runs": run_list,
-        "any_running": any(r.is_active for r in run_list),
-    }
+    } | recent_runs(pipeline=pipeline)
 
 
 @dataclass(frozen=True)

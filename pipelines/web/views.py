@@ -301,7 +301,7 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
             form.add_error(exc.field, exc.message)
     if not request.htmx:
         return redirect(pipeline)
-    context = selectors.pipeline_detail(slug=slug)
+    context = {"pipeline": pipeline} | selectors.recent_runs(pipeline=pipeline)
     context.update(
         run_form=form
         if form.errors
@@ -317,7 +317,9 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 @login_required
 def run_table(request: HttpRequest, slug: str) -> HttpResponse:
-    context = selectors.pipeline_detail(slug=slug)
+    """The runs table alone (htmx polls it while a run is active): the pipeline and its runs."""
+    pipeline = get_object_or_404(Pipeline, slug=slug)
+    context = {"pipeline": pipeline} | selectors.recent_runs(pipeline=pipeline)
     for run in context["runs"]:
         runs.refresh_if_stale(run)
     return render(request, "pipelines/_run_table.html", context)

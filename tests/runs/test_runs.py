@@ -304,6 +304,24 @@ def test_page_polls_enqueue_one_refresh_per_window(
     assert "every 2s" in html  # still running: the table keeps polling
 
 
+def test_the_polled_runs_table_reads_only_the_runs(
+    client, alice, pipeline, environments, frozen, enqueued, django_assert_num_queries
+):
+    run = submitted(alice, pipeline, environments)
+    client.force_login(alice)
+    url = reverse("pipelines:runs", args=[pipeline.slug])
+    client.get(url)  # claims this window's refresh
+
+    # Session, user, the pipeline, its newest runs, the active run's refresh claim (taken).
+    with django_assert_num_queries(5):
+        html = client.get(url).content.decode()
+
+    assert f'id="run-{run.id}"' in html
+    assert "every 2s" in html
+    assert enqueued == [run.id]
+    assert client.get(reverse("pipelines:runs", args=["no-such-pipeline"])).status_code == 404
+
+
 def test_a_run_airflow_no_longer_knows_ends_and_is_not_polled(
     client, alice, pipeline, environments, fake_airflow, frozen, enqueued
 ):
