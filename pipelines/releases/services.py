@@ -17,9 +17,11 @@ Every action is audited in its own transaction and announced through the alert c
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from pipelines.alerts.services import notice_send
@@ -34,6 +36,8 @@ from pipelines.releases import checklist as readiness
 from pipelines.releases.models import Promotion
 
 State = Promotion.State
+# A request the four-eyes rule decides (_decidable).
+Decidable = TypeVar("Decidable", Promotion, Backfill)
 
 
 class ReleaseError(Exception):
@@ -186,34 +190,57 @@ def staleness(promotion: Promotion) -> str | None:
     return None
 
 
-def _decidable(promotion_id: int, by: object) -> Promotion:
-    """Lock the request and check who may decide it; raise ReleaseError otherwise."""
-    promotion = (
-        Promotion.objects.select_for_update(of=("self",))
-        .select_related("pipeline__team", "version", "environment", "requested_by", "decided_by")
-        .filter(id=promotion_id)
+def _decidable(
+    rows: QuerySet[Decidable], row_id: int, by: object, *, pending: str, noun: str, yours: str
+) -> Decidable:
+    """Lock the request and apply the four-eyes rule, the same for promotions and backfills;
+    raise ReleaseError otherwise.
+
+    No request `row_id`: 404. `by` not an approver of the pipeline's team nor a platform admin,
+    or the requester: 403. No longer in its `pending` state: 409, a decided request is final.
+    `noun` names the request in the messages, `yours` what its requester may do instead.
+    """
+    row = (
+        rows.select_for_update(of=("self",))
+        .select_related("pipeline__team", "requested_by", "decided_by")
+        .filter(id=row_id)
         .first()
     )
-    if promotion is None:
-        raise ReleaseError("No such promotion.", status=404)
-    pipeline = promotion.pipeline
+    if row is None:
+        raise ReleaseError(f"No such {noun}.", status=404)
+    pipeline = row.pipeline
     if not access.can_approve(by, pipeline):
         raise _forbidden(
             f"Only approvers of team {pipeline.team.name} or a platform admin may decide "
-            "promotions of this pipeline."
+            f"{noun}s of this pipeline."
         )
-    if promotion.requested_by_id == getattr(by, "pk", None):
+    if row.requested_by_id == getattr(by, "pk", None):
         raise _forbidden(
-            "You requested this promotion: someone else must approve or reject it (four eyes). "
-            "You may withdraw it."
+            f"You requested this {noun}: someone else must approve or reject it (four eyes). "
+            f"You may {yours} it."
         )
-    if not promotion.is_pending:
+    if row.state != pending:
+        decided = (
+            f" by {_who(row.decided_by)} at {row.decided_at:%Y-%m-%d %H:%M} UTC"
+            if row.decided_at
+            else ""
+        )
         raise _conflict(
-            f"This request was already {promotion.get_state_display().lower()} by "
-            f"{_who(promotion.decided_by)} at {promotion.decided_at:%Y-%m-%d %H:%M} UTC; a "
-            "decided request is final."
+            f"This {noun} is already {row.get_state_display().lower()}{decided}: a decided "
+            "request is final."
         )
-    return promotion
+    return row
+
+
+def _decidable_promotion(promotion_id: int, by: object) -> Promotion:
+    return _decidable(
+        Promotion.objects.select_related("version", "environment"),
+        promotion_id,
+        by,
+        pending=State.PENDING,
+        noun="promotion",
+        yours="withdraw",
+    )
 
 
 def _decided(promotion: Promotion, by: object, state: str, comment: str, **fields: object) -> None:
@@ -230,7 +257,7 @@ def _decided(promotion: Promotion, by: object, state: str, comment: str, **field
 def promotion_approve(*, promotion_id: int, by: object, comment: str = "") -> Promotion:
     """Approve and deploy; two approvers at once: the second waits on the lock, then sees a
     decided request (409)."""
-    promotion = _decidable(promotion_id, by)
+    promotion = _decidable_promotion(promotion_id, by)
     if stale := staleness(promotion):
         raise _conflict(stale)
     items = readiness.checklist(promotion.version, promotion.environment)
@@ -280,7 +307,7 @@ def promotion_reject(*, promotion_id: int, by: object, comment: str) -> Promotio
     comment = comment.strip()
     if not comment:
         raise ReleaseError("Say why it is rejected: the requester reads it.", field="comment")
-    promotion = _decidable(promotion_id, by)
+    promotion = _decidable_promotion(promotion_id, by)
     _decided(promotion, by, State.REJECTED, comment)
     pipeline, env, number = promotion.pipeline, promotion.environment, promotion.version.number
     audit_record(
@@ -335,37 +362,14 @@ def promotion_withdraw(*, promotion_id: int, by: object) -> Promotion:
 
 
 def _decidable_backfill(backfill_id: int, by: object) -> Backfill:
-    """Lock the backfill and apply the promotions' rules: approvers only, four eyes, final."""
-    backfill = (
-        Backfill.objects.select_for_update(of=("self",))
-        .select_related("pipeline__team", "environment", "requested_by", "decided_by")
-        .filter(id=backfill_id)
-        .first()
+    return _decidable(
+        Backfill.objects.select_related("environment"),
+        backfill_id,
+        by,
+        pending=Backfill.State.AWAITING_APPROVAL,
+        noun="backfill",
+        yours="cancel",
     )
-    if backfill is None:
-        raise ReleaseError("No such backfill.", status=404)
-    pipeline = backfill.pipeline
-    if not access.can_approve(by, pipeline):
-        raise _forbidden(
-            f"Only approvers of team {pipeline.team.name} or a platform admin may decide "
-            "backfills of this pipeline."
-        )
-    if backfill.requested_by_id == getattr(by, "pk", None):
-        raise _forbidden(
-            "You requested this backfill: someone else must approve or reject it (four eyes). "
-            "You may cancel it."
-        )
-    if backfill.state != Backfill.State.AWAITING_APPROVAL:
-        decided = (
-            f" by {_who(backfill.decided_by)} at {backfill.decided_at:%Y-%m-%d %H:%M} UTC"
-            if backfill.decided_at
-            else ""
-        )
-        raise _conflict(
-            f"This backfill is {backfill.get_state_display().lower()}{decided}: a decided "
-            "request is final."
-        )
-    return backfill
 
 
 def _backfill_decided(backfill: Backfill, by: object, comment: str, action: str) -> None:
