@@ -1,18 +1,17 @@
 """The approvals queue and one promotion's page, where approvers decide and requesters withdraw.
 
-Decisions are plain form posts to the releases services. A refusal (ReleaseError) renders the
-promotion's page again with the message and the service's status: 403 for someone who may not
-decide, 409 for a decided or stale request, 422 for a missing or overlong comment.
+Decisions are plain form posts to the releases services, answered as web.decisions says: a
+refusal renders the promotion's page again with the message and the service's status.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -24,6 +23,7 @@ from pipelines.releases import selectors
 from pipelines.releases import services as releases
 from pipelines.releases.forms import DecisionForm
 from pipelines.releases.models import Promotion
+from pipelines.web.decisions import decision_answer
 
 
 @require_GET
@@ -110,24 +110,13 @@ def _decide(
 ) -> HttpResponse:
     """Call `decide(comment)`; on success say `done` and show the page, on a refusal render the
     page with the reason and the refusal's status."""
-    form = DecisionForm(request.POST, auto_id=f"{action}_%s")
-    status, error = 422, ""
-    if form.is_valid():
-        try:
-            decide(form.cleaned_data["comment"])
-        except releases.ReleaseError as exc:
-            if exc.status == 404:
-                raise Http404(exc.message) from None
-            status = exc.status
-            if exc.field == "comment":
-                form.add_error("comment", exc.message)
-            else:
-                error = exc.message
-        else:
-            messages.success(request, done)
-            return redirect("pipelines:promotion", promotion_id=promotion_id)
-    promotion = selectors.promotion_get(promotion_id=promotion_id)
-    return _page(request, promotion, status=status, error=error, posted={action: form})
+
+    def refused(status: int, error: str, form: DecisionForm) -> HttpResponse:
+        promotion = selectors.promotion_get(promotion_id=promotion_id)
+        return _page(request, promotion, status=status, error=error, posted={action: form})
+
+    then = reverse("pipelines:promotion", args=[promotion_id])
+    return decision_answer(request, action, decide, done=done, then=then, refused=refused)
 
 
 @require_POST

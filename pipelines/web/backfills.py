@@ -19,6 +19,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -35,6 +36,7 @@ from pipelines.deployments.models import Deployment, Environment
 from pipelines.releases import selectors as release_selectors
 from pipelines.releases import services as releases
 from pipelines.releases.forms import DecisionForm
+from pipelines.web.decisions import decision_answer
 from pipelines.web.views import _editable
 
 # Where each form field's errors show; "form" holds the form's own ("__all__" in the form's and
@@ -341,24 +343,13 @@ def _decide(
 ) -> HttpResponse:
     """Approve or reject with the promotions' rules; a refusal renders the page with the
     reason and its status (403, 409, 422)."""
-    form = DecisionForm(request.POST, auto_id=f"{action}_%s")
-    status, error = 422, ""
-    if form.is_valid():
-        try:
-            decide(form.cleaned_data["comment"])
-        except releases.ReleaseError as exc:
-            if exc.status == 404:
-                raise Http404(exc.message) from None
-            status = exc.status
-            if exc.field == "comment":
-                form.add_error("comment", exc.message)
-            else:
-                error = exc.message
-        else:
-            messages.success(request, done)
-            return redirect("pipelines:backfill-detail", backfill_id=backfill_id)
-    backfill = selectors.backfill_get(backfill_id=backfill_id)
-    return _page(request, backfill, status=status, error=error, posted={action: form})
+
+    def refused(status: int, error: str, form: DecisionForm) -> HttpResponse:
+        backfill = selectors.backfill_get(backfill_id=backfill_id)
+        return _page(request, backfill, status=status, error=error, posted={action: form})
+
+    then = reverse("pipelines:backfill-detail", args=[backfill_id])
+    return decision_answer(request, action, decide, done=done, then=then, refused=refused)
 
 
 @require_POST
