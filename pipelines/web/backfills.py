@@ -36,8 +36,8 @@ from pipelines.deployments.models import Deployment, Environment
 from pipelines.releases import selectors as release_selectors
 from pipelines.releases import services as releases
 from pipelines.releases.forms import DecisionForm
+from pipelines.web.access import editable_pipeline
 from pipelines.web.decisions import decision_answer
-from pipelines.web.views import _editable
 
 # Where each form field's errors show; "form" holds the form's own ("__all__" in the form's and
 # BackfillError's errors: templates cannot read a name that starts with an underscore).
@@ -178,7 +178,7 @@ def _preview_context(
 def backfill_form(request: HttpRequest, slug: str) -> HttpResponse:
     """Ask for a backfill; the preview follows the inputs (backfill_preview_fragment) and the
     submit carries the fingerprint of the preview the user saw."""
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     changed = False
     if request.method == "POST":
         form = _bound(pipeline, request.POST)
@@ -241,7 +241,7 @@ def _requested(backfill: Backfill) -> str:
 @login_required
 def backfill_preview_fragment(request: HttpRequest, slug: str) -> HttpResponse:
     """The preview of what the form shows now, and every field's errors (out of band)."""
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     form = _bound(pipeline, request.GET)
     preview, errors = _preview(request, pipeline, form)
     context = _preview_context(request, pipeline, form, preview, errors) | {"oob": True}

@@ -20,7 +20,7 @@ from pipelines.releases import checklist as readiness
 from pipelines.releases import selectors as release_selectors
 from pipelines.releases import services as releases
 from pipelines.releases.forms import PromotionForm
-from pipelines.web.views import _editable
+from pipelines.web.access import editable_pipeline
 
 
 def _version(pipeline: Pipeline, raw: str) -> PipelineVersion:
@@ -51,7 +51,7 @@ def _checklist_context(pipeline: Pipeline, form: PromotionForm) -> dict[str, Any
 @login_required
 def promote(request: HttpRequest, slug: str) -> HttpResponse:
     """Ask for a version in an approval environment; the checklist is shown as it stands now."""
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     if request.method == "POST":
         form = PromotionForm(request.POST, pipeline=pipeline)
         if form.is_valid():
@@ -87,7 +87,7 @@ def promote(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def promote_checklist(request: HttpRequest, slug: str) -> HttpResponse:
     """The checklist and the change for the environment and version the form shows (htmx)."""
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     form = PromotionForm(request.GET, pipeline=pipeline)
     return render(request, "pipelines/_promote_checklist.html", _checklist_context(pipeline, form))
 
@@ -96,7 +96,7 @@ def promote_checklist(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def rollback(request: HttpRequest, slug: str) -> HttpResponse:
     """Return an environment to a version that ran there; the outcome is a message."""
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     environment = get_object_or_404(Environment, slug=request.POST.get("environment", "")[:50])
     version = _version(pipeline, request.POST.get("version", ""))
     try:
@@ -118,7 +118,7 @@ def rollback(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def upgrade(request: HttpRequest, slug: str) -> HttpResponse:
     """Make the next version on the current template (same spec)."""
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     version = authoring.pipeline_upgrade(pipeline=pipeline, by=request.user)
     if version is None:
         messages.info(request, "Already on the current template: nothing to upgrade.")

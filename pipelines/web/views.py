@@ -34,13 +34,7 @@ from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Environment
 from pipelines.runs import services as runs
 from pipelines.runs.forms import RunNowForm
-
-
-def _editable(request: HttpRequest, slug: str) -> Pipeline:
-    pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
-    if not access.can_edit(request.user, pipeline):
-        raise PermissionDenied(f"Only members of team {pipeline.team.name} may change this.")
-    return pipeline
+from pipelines.web.access import editable_pipeline
 
 
 @require_GET
@@ -87,7 +81,7 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
 @login_required
 def pipeline_edit(request: HttpRequest, slug: str) -> HttpResponse:
     """Edit through the same guarded form; saving makes the next immutable version."""
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     latest = pipeline.versions.order_by("-number").first()
     if request.method == "POST":
         form = PipelineForm(request.POST, user=request.user, pipeline=pipeline)
@@ -214,7 +208,7 @@ def pipeline_preview(request: HttpRequest) -> HttpResponse:
     With ?pipeline=<slug> (the edit form), the form validates as an edit of that pipeline.
     """
     slug = request.GET.get("pipeline", "")
-    pipeline = _editable(request, slug[:63]) if slug else None
+    pipeline = editable_pipeline(request, slug[:63]) if slug else None
     form = PipelineForm(request.POST, user=request.user, pipeline=pipeline)
     if pipeline is not None:
         form.fields["change_note"].required = False  # asked for on save, not for a preview
@@ -258,7 +252,7 @@ def deployment_table(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @login_required
 def deployment_create(request: HttpRequest, slug: str) -> HttpResponse:
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     number = request.POST.get("version", "")  # not a number (or NUL): 404, not a 500
     version = get_object_or_404(
         pipeline.versions, number=int(number) if number.isascii() and number.isdigit() else 0
@@ -286,7 +280,7 @@ def deployment_create(request: HttpRequest, slug: str) -> HttpResponse:
 def run_create(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "GET":
         return redirect("pipelines:detail", slug=slug)
-    pipeline = _editable(request, slug)
+    pipeline = editable_pipeline(request, slug)
     form = RunNowForm(request.POST, pipeline=pipeline)
     if form.is_valid():
         try:
