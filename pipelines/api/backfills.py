@@ -15,14 +15,18 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
+from ninja.errors import HttpError
 
 from pipelines.api.releases import DecisionIn, DetailOut
-from pipelines.api.v1 import ErrorsOut, editable_pipeline, filtered_page, form_errors
+from pipelines.api.v1 import ErrorsOut, filtered_page, form_errors
+from pipelines.authoring.models import Pipeline
 from pipelines.backfills import selectors
 from pipelines.backfills import services as backfills
 from pipelines.backfills.forms import MAX_ACTIVE_RUNS, REASON_MAX, BackfillForm
 from pipelines.backfills.models import Backfill
+from pipelines.core import access
 from pipelines.dashboards.forms import BackfillFilterForm
 from pipelines.releases import services as releases
 from pipelines.releases.forms import DecisionForm
@@ -213,7 +217,11 @@ def backfill_answer(backfill_id: int) -> dict[str, Any]:
 
 def checked(request: HttpRequest, slug: str, payload: BackfillPreviewIn) -> BackfillForm:
     """The page's form over the payload, for a pipeline the user may backfill (else 403/404)."""
-    pipeline = editable_pipeline(request, slug)
+    pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
+    if not access.can_backfill(request.user, pipeline):
+        team = pipeline.team.slug
+        message = f"Only members of team {team} or a platform admin may backfill {slug}."
+        raise HttpError(403, message)
     return BackfillForm(payload.dict(), pipeline=pipeline)
 
 

@@ -427,9 +427,12 @@ def backfill_request(
     allow_over_cap: bool = False,
 ) -> Backfill:
     """Submit exactly the previewed set: re-validated atomically; 409 when it changed."""
-    if not access.can_edit(by, pipeline):
+    if not access.can_backfill(by, pipeline):
         raise BackfillError(
-            {"__all__": f"Only members of team {pipeline.team.name} may backfill it."},
+            {
+                "__all__": f"Only members of team {pipeline.team.name} or a platform admin "
+                "may backfill it."
+            },
             status=403,
         )
     reason = reason.strip()
@@ -582,9 +585,10 @@ def _control(backfill_id: int, by: object, wanted: str, action: str) -> Backfill
         )
         if backfill is None:
             raise BackfillError({"__all__": "No such backfill."}, status=404)
-        if not access.can_edit(by, backfill.pipeline):
+        if not access.can_backfill(by, backfill.pipeline):
+            team = backfill.pipeline.team.name
             raise BackfillError(
-                {"__all__": f"Only members of team {backfill.pipeline.team.name} may do this."},
+                {"__all__": f"Only members of team {team} or a platform admin may do this."},
                 status=403,
             )
         allowed = {

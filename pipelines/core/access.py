@@ -13,6 +13,12 @@ def can_edit(user: object, pipeline: Any) -> bool:
     )
 
 
+def can_backfill(user: object, pipeline: Any) -> bool:
+    """Members of the pipeline's team, and platform admins (on call for every team's data, and
+    the only ones who may let a backfill over an environment's cap), may backfill it."""
+    return can_edit(user, pipeline) or is_platform_admin(user)
+
+
 def is_platform_admin(user: object) -> bool:
     return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_superuser", False))
 

@@ -18,3 +18,14 @@ def editable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
     if not access.can_edit(request.user, pipeline):
         raise PermissionDenied(f"Only members of team {pipeline.team.name} may change this.")
     return pipeline
+
+
+def backfillable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
+    """The pipeline `slug` if the user may backfill it (a member of its team or a platform
+    admin): 404 if there is none, 403 otherwise."""
+    pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
+    if not access.can_backfill(request.user, pipeline):
+        raise PermissionDenied(
+            f"Only members of team {pipeline.team.name} or a platform admin may backfill this."
+        )
+    return pipeline

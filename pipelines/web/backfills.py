@@ -36,7 +36,7 @@ from pipelines.deployments.models import Deployment, Environment
 from pipelines.releases import selectors as release_selectors
 from pipelines.releases import services as releases
 from pipelines.releases.forms import DecisionForm
-from pipelines.web.access import editable_pipeline
+from pipelines.web.access import backfillable_pipeline
 from pipelines.web.decisions import decision_answer
 
 # Where each form field's errors show; "form" holds the form's own ("__all__" in the form's and
@@ -178,7 +178,7 @@ def _preview_context(
 def backfill_form(request: HttpRequest, slug: str) -> HttpResponse:
     """Ask for a backfill; the preview follows the inputs (backfill_preview_fragment) and the
     submit carries the fingerprint of the preview the user saw."""
-    pipeline = editable_pipeline(request, slug)
+    pipeline = backfillable_pipeline(request, slug)
     changed = False
     if request.method == "POST":
         form = _bound(pipeline, request.POST)
@@ -241,7 +241,7 @@ def _requested(backfill: Backfill) -> str:
 @login_required
 def backfill_preview_fragment(request: HttpRequest, slug: str) -> HttpResponse:
     """The preview of what the form shows now, and every field's errors (out of band)."""
-    pipeline = editable_pipeline(request, slug)
+    pipeline = backfillable_pipeline(request, slug)
     form = _bound(pipeline, request.GET)
     preview, errors = _preview(request, pipeline, form)
     context = _preview_context(request, pipeline, form, preview, errors) | {"oob": True}
@@ -257,7 +257,7 @@ def _progress_context(request: HttpRequest, backfill: Backfill) -> dict[str, Any
         "backfill": backfill,
         "counts": counts,
         "eta": duration(backfills.eta_seconds(backfill, counts)),
-        "can_edit": access.can_edit(request.user, backfill.pipeline),
+        "can_edit": access.can_backfill(request.user, backfill.pipeline),
         "polling": selectors.changing(backfill),
     }
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -201,6 +202,16 @@ def test_outsiders_get_403_and_unknown_pipelines_404(deployed, mallory, api_clie
     assert not Backfill.objects.exists()
 
 
+def test_a_platform_admin_outside_the_team_may_backfill(deployed):
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root")
+    shown = preview(token_client(root))
+    assert shown.status_code == 200, shown.content
+    body = payload() | {"reason": REASON, "fingerprint": shown.json()["fingerprint"]}
+    made = post(token_client(root), SUBMIT, body)
+    assert made.status_code == 202, made.content
+    assert Backfill.objects.get().requested_by == root
+
+
 # --- submit ----------------------------------------------------------------------------------
 
 
@@ -382,7 +393,8 @@ def test_pause_resume_and_cancel_through_the_api(api_client, running, fake_airfl
 
     outsider = post(token_client(mallory), f"{url}/cancel")
     assert outsider.status_code == 403
-    assert outsider.json() == {"detail": "Only members of team Payments may do this."}
+    refusal = "Only members of team Payments or a platform admin may do this."
+    assert outsider.json() == {"detail": refusal}
 
     assert post(api_client, f"{url}/cancel").status_code == 200
     step(running.id)

@@ -136,6 +136,35 @@ def test_a_platform_admin_sees_allow_over_cap(client, deployed, team):
     assert 'name="allow_over_cap"' in client.get(FORM).content.decode()
 
 
+def test_a_platform_admin_outside_the_team_may_backfill_over_the_cap(client, deployed, envs):
+    """On call for every team: the form, the preview, a submit over the cap, and the controls."""
+    envs["dev"].backfill_max_partitions = 5
+    envs["dev"].save()
+    root = admin()  # a member of no team
+    client.force_login(root)
+    detail = client.get(reverse("pipelines:detail", args=["orders-daily"])).content.decode()
+    assert f'href="{FORM}"' in detail
+    assert 'name="allow_over_cap"' in client.get(FORM).content.decode()
+    html = preview(client, allow_over_cap="on")
+    assert partitions(html) == 7
+    response = client.post(
+        FORM,
+        WEEK
+        | {
+            "reprocess": "missing",
+            "max_active_runs": "1",
+            "reason": "Rebuild after the incident.",
+            "allow_over_cap": "on",
+            "fingerprint": fingerprint(html),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()
+    backfill = Backfill.objects.get()
+    assert (backfill.requested_by, backfill.partitions) == (root, 7)
+    assert 'id="backfill-controls"' in client.get(page_of(backfill)).content.decode()
+    assert post(client, root, "cancel", backfill).status_code == 302
+
+
 def test_the_preview_shows_the_counts_and_follows_the_dates(client, alice, week):
     client.force_login(alice)
 
@@ -408,7 +437,8 @@ def test_outsiders_see_the_page_but_no_controls_and_are_refused(client, alice, m
 
     response = post(client, mallory, "cancel", backfill)
     assert response.status_code == 403
-    assert "Only members of team Payments may do this." in response.content.decode()
+    refusal = "Only members of team Payments or a platform admin may do this."
+    assert refusal in response.content.decode()
     backfill.refresh_from_db()
     assert backfill.wanted == Backfill.Wanted.RUN
     assert client.get(reverse("pipelines:backfill-detail", args=[999999])).status_code == 404
