@@ -266,9 +266,9 @@ def run_date(n: int) -> datetime:
     return datetime(2026, 11, n, 2, tzinfo=UTC)
 
 
-def test_the_end_is_decided_from_airflows_runs_not_the_synced_ones(
-    deployed, alice, fake_airflow, settings
-):
+def first_chunk_done(deployed, alice, fake_airflow, settings) -> Backfill:
+    """A week in chunks of 4 runs ("Everything"), whose first chunk succeeded in Airflow and
+    was followed to its end: the next chunk is due."""
     settings.BACKFILL_CHUNK_RUNS = 4
     backfill = submit(deployed, alice, reprocess="all")
     step(backfill)
@@ -277,6 +277,13 @@ def test_the_end_is_decided_from_airflows_runs_not_the_synced_ones(
     fake_airflow.finish_backfill(1)
     due_now(backfill)
     step(backfill)
+    return backfill
+
+
+def test_the_end_is_decided_from_airflows_runs_not_the_synced_ones(
+    deployed, alice, fake_airflow, settings
+):
+    backfill = first_chunk_done(deployed, alice, fake_airflow, settings)
     assert fresh(backfill).counted == {"done": 4, "failed": 0, "cancelled": 0, "running": 0}
     step(backfill)  # the second chunk
     for n, state in [(5, "success"), (6, "success"), (7, "failed")]:
@@ -360,14 +367,7 @@ def test_cancel_counts_unstarted_runs_as_cancelled_not_failed(deployed, alice, f
 def test_cancel_between_chunks_counts_the_chunks_never_submitted(
     deployed, alice, fake_airflow, settings
 ):
-    settings.BACKFILL_CHUNK_RUNS = 4
-    backfill = submit(deployed, alice, reprocess="all")
-    step(backfill)
-    for n in range(1, 5):
-        fake_airflow.add_backfill_run(1, run_date(n), "success")
-    fake_airflow.finish_backfill(1)
-    due_now(backfill)
-    step(backfill)
+    backfill = first_chunk_done(deployed, alice, fake_airflow, settings)
     assert fresh(backfill).state == State.QUEUED
     backfills.backfill_cancel(backfill_id=backfill.id, by=alice)
     step(backfill)

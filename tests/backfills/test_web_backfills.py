@@ -44,6 +44,12 @@ def preview(client, **query) -> str:
     return response.content.decode()
 
 
+def submit_form(client, shown: str, **fields):
+    """POST the form for WEEK, missing only, one at a time, with the preview's fingerprint."""
+    data = {"reprocess": "missing", "max_active_runs": "1", "reason": "Reload after the fix."}
+    return client.post(FORM, WEEK | data | {"fingerprint": shown} | fields)
+
+
 def slot(html: str, name: str) -> str:
     """The text of the error slot next to field `name` ("form": the form's own)."""
     found = re.search(
@@ -147,16 +153,8 @@ def test_a_platform_admin_outside_the_team_may_backfill_over_the_cap(client, dep
     assert 'name="allow_over_cap"' in client.get(FORM).content.decode()
     html = preview(client, allow_over_cap="on")
     assert partitions(html) == 7
-    response = client.post(
-        FORM,
-        WEEK
-        | {
-            "reprocess": "missing",
-            "max_active_runs": "1",
-            "reason": "Rebuild after the incident.",
-            "allow_over_cap": "on",
-            "fingerprint": fingerprint(html),
-        },
+    response = submit_form(
+        client, fingerprint(html), reason="Rebuild after the incident.", allow_over_cap="on"
     )
     assert response.status_code == 302, response.content.decode()
     backfill = Backfill.objects.get()
@@ -255,16 +253,7 @@ def test_submit_creates_the_previewed_backfill_and_redirects_to_it(client, alice
     client.force_login(alice)
     shown = fingerprint(preview(client))
 
-    response = client.post(
-        FORM,
-        WEEK
-        | {
-            "reprocess": "missing",
-            "max_active_runs": "1",
-            "reason": "Reload after the fix.",
-            "fingerprint": shown,
-        },
-    )
+    response = submit_form(client, shown)
 
     backfill = Backfill.objects.get()
     assert response.status_code == 302
