@@ -51,7 +51,7 @@ from common import BenchError, Row, exit_code, log, median, print_table, run, ve
 
 from orchestrator.local import DEFAULT_VENV
 from pipelines.authoring import codegen
-from pipelines.authoring.spec import Column, PipelineSpec
+from pipelines.authoring.reference import ORDERS
 
 RUNNER = Path(__file__).with_name("backfill_task.py")
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -68,33 +68,18 @@ TARGET_RATIO = 0.5
 TASK_TIMEOUT_S = 600
 COPY_BLOCK = 128 * 1024  # as in the template's TASK_CODE
 
-SPEC = PipelineSpec(
+# The reference pipeline, loading from the bench's source: no SLA, no retries.
+SPEC = replace(
+    ORDERS,
     name="orders-backfill",
-    team="payments",
-    team_domain="finance",
     owner="bench",
-    source_database="shop",
-    source_dialect="postgres",
     source_conn_id="bench_source",
-    source_schema="public",
-    source_table="orders",
-    columns=(
-        Column("order_id", "bigint"),
-        Column("customer_id", "bigint"),
-        Column("amount", "numeric"),
-        Column("order_date", "date"),
-        Column("updated_at", "timestamp"),
-    ),
-    target_table="orders_daily",
-    schedule="0 2 * * *",
-    timezone="UTC",
-    primary_key=("order_id",),
-    partition_column="order_date",
-    partition_grain="day",
     sla_minutes=None,
     retries=0,
     retry_delay_minutes=1,
-    execution_timeout_minutes=60,
+    tags=(),
+    runbook_url="",
+    description="",
 )
 
 

@@ -160,43 +160,12 @@ class PipelinePlan:
 
 
 def base_spec() -> PipelineSpec:
-    """One valid spec, as ORDERS in tests/authoring/test_codegen.py; every pipeline varies it."""
-    from pipelines.authoring.spec import Column, PipelineSpec
+    """The reference spec (pipelines.authoring.reference.ORDERS); every pipeline varies it."""
+    from pipelines.authoring.reference import ORDERS
     from pipelines.core import schedule
 
-    spec = PipelineSpec(
-        name="orders-daily",
-        team="payments",
-        team_domain="finance",
-        owner="alice",
-        source_database="shop",
-        source_dialect="postgres",
-        source_conn_id="shop_source",
-        source_schema="public",
-        source_table="orders",
-        columns=(
-            Column("order_id", "bigint"),
-            Column("customer_id", "bigint"),
-            Column("amount", "numeric"),
-            Column("order_date", "date"),
-            Column("updated_at", "timestamp"),
-        ),
-        target_table="orders_daily",
-        schedule="0 2 * * *",
-        timezone="UTC",
-        primary_key=("order_id",),
-        partition_column="order_date",
-        partition_grain="day",
-        sla_minutes=120,
-        retries=3,
-        retry_delay_minutes=5,
-        execution_timeout_minutes=60,
-        tags=("revenue",),
-        runbook_url="https://wiki.example.com/runbooks/orders",
-        description="Daily orders into the warehouse.",
-    )
-    schedule.validate_cron(spec.schedule)
-    return spec
+    schedule.validate_cron(ORDERS.schedule)
+    return ORDERS
 
 
 def plan_fleet(rng: random.Random) -> list[PipelinePlan]:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from pipelines.authoring.spec import Column, PipelineSpec
+from pipelines.authoring.reference import ORDERS
+from pipelines.authoring.spec import Column
 from pipelines.core.tokens import token_create
 from pipelines.models import (
     Environment,
@@ -207,40 +208,10 @@ def make_health(pipeline: Any, environment: Environment, **fields: Any) -> Any:
 
 
 # --- Reference specs (the golden files' and the DAG-parse test's) ---------------------------
+# ORDERS is pipelines.authoring.reference.ORDERS (the benchmarks use it too).
 
 PORTAL_URL = "http://portal.example.com/pipelines/orders-daily/"
 
-ORDERS = PipelineSpec(
-    name="orders-daily",
-    team="payments",
-    team_domain="finance",
-    owner="alice",
-    source_database="shop",
-    source_dialect="postgres",
-    source_conn_id="shop_source",
-    source_schema="public",
-    source_table="orders",
-    columns=(
-        Column("order_id", "bigint"),
-        Column("customer_id", "bigint"),
-        Column("amount", "numeric"),
-        Column("order_date", "date"),
-        Column("updated_at", "timestamp"),
-    ),
-    target_table="orders_daily",
-    schedule="0 2 * * *",
-    timezone="UTC",
-    primary_key=("order_id",),
-    partition_column="order_date",
-    partition_grain="day",
-    sla_minutes=120,
-    retries=3,
-    retry_delay_minutes=5,
-    execution_timeout_minutes=60,
-    tags=("revenue",),
-    runbook_url="https://wiki.example.com/runbooks/orders",
-    description="Daily orders into the warehouse.",
-)
 EVENTS_HOURLY = replace(
     ORDERS,
     name="events-hourly",

@@ -215,15 +215,19 @@ def add_counts(*many: dict[str, int]) -> dict[str, int]:
     return {k: sum(c.get(k, 0) for c in many) for k in RUN_COUNTS}
 
 
-def eta_from(backfill: Backfill, counts: dict[str, Any], p50_s: float | None) -> float | None:
-    """Seconds until the runs not finished yet are done at the backfill's concurrency, from the
-    typical run's duration there (None: no run finished there yet)."""
-    remaining = counts["queued"] + counts["running"]
-    if not remaining:
+def estimate_seconds(runs: int, max_active_runs: int, p50_s: float | None) -> float | None:
+    """Seconds `runs` runs take at `max_active_runs` at a time, from the typical run's duration
+    (None: no run has finished there yet). The preview's estimate and the ETA are this one."""
+    if not runs:
         return 0.0
     if not p50_s:
         return None
-    return math.ceil(remaining / max(backfill.max_active_runs, 1)) * p50_s
+    return math.ceil(runs / max(max_active_runs, 1)) * p50_s
+
+
+def eta_from(backfill: Backfill, counts: dict[str, Any], p50_s: float | None) -> float | None:
+    """Seconds until the runs not finished yet are done at the backfill's concurrency."""
+    return estimate_seconds(counts["queued"] + counts["running"], backfill.max_active_runs, p50_s)
 
 
 def backfill_progress(

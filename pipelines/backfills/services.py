@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import operator
 import uuid
 from collections import Counter
@@ -207,15 +206,6 @@ def _schedule_facts(
     return fire, deadline
 
 
-def _estimate(runs: int, max_active: int, health: PipelineHealth | None) -> float | None:
-    if not runs:
-        return 0.0
-    typical = health.p50_duration_s if health else None
-    if not typical:
-        return None
-    return math.ceil(runs / max(max_active, 1)) * typical
-
-
 def backfill_preview(
     *,
     pipeline: Pipeline,
@@ -282,7 +272,9 @@ def backfill_preview(
         plan=plan,
         to_run=to_run,
         counts=counts,
-        estimate_seconds=_estimate(len(to_run), max_active_runs, health),
+        estimate_seconds=selectors.estimate_seconds(
+            len(to_run), max_active_runs, health.p50_duration_s if health else None
+        ),
         next_run=next_run,
         sla_deadline=deadline,
         fingerprint=fingerprint_of(deployment, reprocess, max_active_runs, plan, decided.status),
