@@ -360,9 +360,10 @@ def test_promote_to_stage_with_approval_then_roll_back(client, stages, alice, bo
     dev_before = untouched_proof(dev.target_schema, table)
     dev_reads = reads(dev.target_schema, table)
     run_in(client, name, stage, key)
-    assert untouched_proof(dev.target_schema, table) == dev_before
-    # A re-load of unchanged rows writes nothing (it merges), so also: not even read.
+    # A re-load of unchanged rows writes nothing (it merges), so also: not even read (counted
+    # before the proof's own read).
     assert reads(dev.target_schema, table) == dev_reads
+    assert untouched_proof(dev.target_schema, table) == dev_before
     assert as_source(table_rows(stage.target_schema, table, DAY)) == expected
 
     # 4. Roll stage back to version 1 (approved there before): no new approval.
