@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -446,3 +448,43 @@ def test_without_a_primary_key_duplicates_are_counted_and_refused(tmp_path, pg):
     assert not refused["ok"]
     assert "Guarded swap refused: 1 duplicate keys in [2026-11-10, 2026-11-11)" in refused["error"]
     assert physical(pg["warehouse"]) == before
+
+
+def test_two_first_runs_at_once_both_create_the_table(tmp_path, pg):
+    """A backfill's first run can start beside the scheduled one: both create the schema and
+    the table. Both are held at the schema (this test creates it in a transaction it has not
+    committed) and let go together; without create_target's advisory lock one would fail on
+    pg_namespace's unique index."""
+    seed_orders(pg["source"], DAY_ROWS)
+    target = Target("postgres", "analytics")
+    results: dict[str, list] = {}
+
+    def first_run(name: str) -> None:
+        (tmp_path / name).mkdir()
+        results[name] = run_tasks(tmp_path / name, ORDERS_PG, target, pg, [["create_target", {}]])
+
+    with psycopg.connect(pg["warehouse"]) as holder:
+        holder.execute("CREATE SCHEMA analytics")  # not committed: both runs wait on it
+        runs = [threading.Thread(target=first_run, args=(name,)) for name in ("a", "b")]
+        for run in runs:
+            run.start()
+        deadline = time.monotonic() + 60
+        with psycopg.connect(pg["warehouse"], autocommit=True) as watch:
+            while time.monotonic() < deadline:
+                waiting = watch.execute(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchone()[0]
+                if waiting == 2:
+                    break
+                time.sleep(0.1)
+        assert waiting == 2, "both first runs should be waiting by now"
+        holder.rollback()
+    for run in runs:
+        run.join(timeout=120)
+    assert [results[name][0]["ok"] for name in ("a", "b")] == [True, True], results
+    with psycopg.connect(pg["warehouse"]) as conn:
+        registered = conn.execute(
+            "SELECT table_name, how FROM analytics.portal_managed_tables"
+        ).fetchall()
+    assert registered == [("analytics.orders_copy", "created")]
