@@ -4,6 +4,7 @@ Standard library only: this module runs in the portal's virtualenv and drives Ai
 in its own virtualenv (``REPO/.airflow/venv``), through subprocesses.
 
     python -m orchestrator.local start --home /tmp/af --port 8090 --conn demo_source=sqlite:////tmp/s.db
+    python -m orchestrator.local start --home /tmp/af --metadata-db postgresql://postgres@127.0.0.1/af
     python -m orchestrator.local status --home /tmp/af --port 8090
     python -m orchestrator.local stop --home /tmp/af
 """
@@ -56,6 +57,24 @@ def sqlite_conn_uri(path: Path) -> str:
     with "invalid uri authority".
     """
     return "sqlite://" + urllib.parse.quote(str(Path(path).resolve()), safe="")
+
+
+def metadata_db_conn(url: str) -> str:
+    """Return Airflow's ``sql_alchemy_conn`` for a ``postgresql://`` (or ``postgres://``) URL.
+
+    A bare scheme would make SQLAlchemy pick its default driver; name psycopg2, the one Airflow
+    recommends and its venv has (Airflow derives the API server's asyncpg URL from this one). A
+    URL that already names a driver is kept. Anything else raises ValueError: the metadata
+    database is SQLite in the home unless a PostgreSQL URL is given.
+
+    Reference: https://airflow.apache.org/docs/apache-airflow/stable/howto/set-up-database.html
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg2://{rest}"
+    if sep and scheme.startswith("postgresql+"):
+        return url
+    raise ValueError(f"Not a PostgreSQL URL for Airflow's metadata database: {url!r}")
 
 
 def ensure_venv(venv: Path = DEFAULT_VENV, extra: Sequence[str] = ()) -> Path:
@@ -150,7 +169,11 @@ def validate_dag_files(folder: Path, venv: Path = DEFAULT_VENV, timeout: float =
 class LocalAirflow:
     """A local Airflow (standalone: api-server, scheduler, dag-processor, triggerer) in home.
 
-    Listens on 127.0.0.1:port; the task-log servers take port + 1 and port + 2.
+    Listens on 127.0.0.1:port; the task-log servers take port + 1 and port + 2. The metadata
+    database is SQLite in home unless ``metadata_db`` names an existing PostgreSQL database:
+    SQLite serialises Airflow's writers, so with a backfill created while the scheduler writes
+    Airflow 3.3 answers 503 or its scheduler dies. ``airflow standalone`` creates the tables of
+    an empty database and migrates an older one (``airflow db migrate``) on every start.
     """
 
     home: Path
@@ -164,6 +187,7 @@ class LocalAirflow:
     refresh_interval: int = 3
     parallelism: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
+    metadata_db: str | None = None  # postgresql://…; None: SQLite in home
     _process: subprocess.Popen[bytes] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -172,6 +196,8 @@ class LocalAirflow:
         self.home = Path(self.home).resolve()
         self.dags_folder = Path(self.dags_folder or self.home / "dags").resolve()
         self.venv = Path(self.venv)
+        if self.metadata_db is not None:
+            metadata_db_conn(self.metadata_db)  # a wrong URL fails here, not in Airflow's log
 
     @property
     def url(self) -> str:
@@ -235,6 +261,8 @@ class LocalAirflow:
                 "NO_COLOR": "1",
             }
         )
+        if self.metadata_db is not None:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_db_conn(self.metadata_db)
         env.update(
             {f"AIRFLOW_CONN_{conn_id.upper()}": uri for conn_id, uri in self.connections.items()}
         )
@@ -475,6 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--conn", action="append", default=[], metavar="ID=URI", help="repeatable")
     parser.add_argument(
+        "--metadata-db",
+        metavar="URL",
+        help="postgresql:// URL of an existing database for Airflow's metadata (default: SQLite)",
+    )
+    parser.add_argument(
         "--extra", action="append", default=[], help="extra pip requirement (ensure-venv)"
     )
     parser.add_argument("--timeout", type=float, default=120)
@@ -496,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dags_folder=args.dags_folder,
         venv=args.venv,
         connections=connections,
+        metadata_db=args.metadata_db,
     )
     if args.command == "start":
         airflow.start(timeout=args.timeout)
