@@ -2,7 +2,10 @@
 
 Nothing is faked and nothing is skipped: a service that cannot be reached fails the test loudly.
 The Airflow instance runs on its own port with its own home (so `make run` can keep running) and
-is started once per test session.
+is started once per test session, its metadata in a fresh PostgreSQL database: on SQLite, Airflow
+3.3 refuses a backfill created while its scheduler writes (503) and the scheduler can die of it.
+The PostgreSQL databases are named from PORTAL_TEST_PG_PREFIX, so a second session with its own
+prefix and PORTAL_TEST_AIRFLOW_PORT does not drop the first one's.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ AIRFLOW_PORT = int(os.environ.get("PORTAL_TEST_AIRFLOW_PORT", "8091"))
 AIRFLOW_HOME = REPO / ".airflow" / "test-home"
 IT_DIR = REPO / ".data" / "integration"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_SOURCE = "portal_it_source"
-PG_WAREHOUSE = "portal_it_warehouse"
+PG_PREFIX = os.environ.get("PORTAL_TEST_PG_PREFIX", "portal_it")
+PG_SOURCE = f"{PG_PREFIX}_source"
+PG_WAREHOUSE = f"{PG_PREFIX}_warehouse"
+PG_AIRFLOW = f"{PG_PREFIX}_airflow"  # the test Airflow's metadata
 TODAY = date.today()  # noqa: DTZ011 - the source holds orders up to the machine's today
 DEPLOY_TIMEOUT = 90
 RUN_TIMEOUT = 180
@@ -83,9 +88,15 @@ def build_sources() -> dict[str, str]:
 def airflow() -> Iterator[LocalAirflow]:
     """A real Airflow 3.3.2 (standalone) with the test connections, fresh for this session."""
     connections = build_sources()
-    instance = LocalAirflow(home=AIRFLOW_HOME, port=AIRFLOW_PORT, connections=connections)
+    instance = LocalAirflow(
+        home=AIRFLOW_HOME,
+        port=AIRFLOW_PORT,
+        connections=connections,
+        metadata_db=pg_url(PG_AIRFLOW),
+    )
     instance.stop()
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+    recreate_pg_database(PG_AIRFLOW)  # `airflow standalone` creates the tables
     instance.start(timeout=180)
     os.environ["PORTAL_AIRFLOW_USERNAME"] = "portal"
     os.environ["PORTAL_AIRFLOW_PASSWORD"] = instance.users["portal"]

@@ -25,11 +25,11 @@ import pytest
 from orchestrator.local import DEFAULT_VENV
 from pipelines.authoring import codegen
 from pipelines.authoring.spec import Column, PipelineSpec
-from tests.integration.conftest import pg_url, recreate_pg_database
+from tests.integration.conftest import PG_PREFIX, pg_url, recreate_pg_database
 
 pytestmark = pytest.mark.integration
 HARNESS = Path(__file__).with_name("template_harness.py")
-SRC_DB, WH_DB = "portal_tt_source", "portal_tt_warehouse"
+SRC_DB, WH_DB = f"{PG_PREFIX}_tt_source", f"{PG_PREFIX}_tt_warehouse"
 NEW_YORK = ZoneInfo("America/New_York")
 
 SPEC = PipelineSpec(
