@@ -22,13 +22,14 @@ The days are the 7 latest complete partitions a backfill of the freshly deployed
 (catchup=False: the latest complete interval, yesterday after 02:00 UTC). The test deploys one
 pipeline after the other and waits for that run of each before it goes on, because of two
 races seen here:
-- on PostgreSQL, first runs at the same moment race to create the schema, the register and the
-  table (CREATE … IF NOT EXISTS in two transactions: one fails with a unique violation on
-  pg_namespace or pg_type and waits 5 minutes for its retry); Airflow does not count backfill
-  runs against the DAG's max_active_runs, so a backfill's first run runs beside that run;
-- a backfill created while the scheduler writes (here: creating that run) can kill the test
-  Airflow's scheduler, which then never comes back (see scheduler_alive); waiting makes that
-  less likely, not impossible, on Airflow's SQLite metadata database.
+- in a PostgreSQL warehouse, first runs at the same moment race to create the schema, the
+  register and the table (CREATE … IF NOT EXISTS in two transactions: one fails with a unique
+  violation on pg_namespace or pg_type and waits 5 minutes for its retry); Airflow does not
+  count backfill runs against the DAG's max_active_runs, so a backfill's first run runs beside
+  that run;
+- on a SQLite metadata database, a backfill created while the scheduler writes (here: creating
+  that run) was refused (503) or killed the scheduler, which then never came back. The test
+  Airflow keeps its metadata in PostgreSQL since; scheduler_alive still fails fast if it dies.
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ def loaded_days(kind: str, table: str) -> dict[date, list[tuple]]:
 
 
 def dag_runs(airflow: AirflowClient, dag_id: str, **params: Any) -> list[dict[str, Any]]:
-    """The DAG's runs in Airflow (asked again while its SQLite metadata database, busy with the
-    scheduler's writes, answers 500)."""
+    """The DAG's runs in Airflow (asked again on a 5xx: with a SQLite metadata database busy
+    with the scheduler's writes, Airflow answered 500)."""
     path = f"/api/v2/dags/{dag_id}/dagRuns"
     for _ in range(30):
         try:
@@ -155,10 +156,12 @@ def scheduled_partition(airflow: AirflowClient, dag_id: str) -> date:
 def scheduler_alive(airflow: AirflowClient) -> None:
     """Fail at once when the test Airflow's scheduler has stopped: nothing would run any more.
 
-    Seen here: Airflow 3.3 answers a backfill created while its SQLite metadata database is
-    busy with 503 ("Backfill creation is not supported on SQLite under concurrent access"),
-    and the scheduler can die of the half-made runs (StaleDataError or ObjectDeletedError on
-    dag_run in standalone.log); `airflow standalone` does not restart it.
+    Seen here while the test Airflow's metadata was in SQLite: Airflow 3.3 answers a backfill
+    created while the database is busy with 503 ("Backfill creation is not supported on SQLite
+    under concurrent access"), and the scheduler can die of the half-made runs (StaleDataError
+    or ObjectDeletedError on dag_run in standalone.log); `airflow standalone` does not restart
+    it. Not seen on PostgreSQL; kept so that a dead scheduler fails with its reason, not after
+    a timeout.
     """
     try:
         health = airflow.health()
