@@ -26,7 +26,9 @@ races seen here:
   register and the table (CREATE … IF NOT EXISTS in two transactions: one fails with a unique
   violation on pg_namespace or pg_type and waits 5 minutes for its retry); Airflow does not
   count backfill runs against the DAG's max_active_runs, so a backfill's first run runs beside
-  that run;
+  that run. Template 2026.11.3 serializes create_target with an advisory lock
+  (test_template_tasks.py shows two first runs at once both succeed); the wait stays because
+  the scheduled run's partition is what decides the test's 7 days;
 - on a SQLite metadata database, a backfill created while the scheduler writes (here: creating
   that run) was refused (503) or killed the scheduler, which then never came back. The test
   Airflow keeps its metadata in PostgreSQL since; scheduler_alive still fails fast if it dies.
