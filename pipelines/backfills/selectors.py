@@ -153,6 +153,7 @@ def progress_counts(
 
 
 ENDED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+RUN_COUNTS = ("done", "failed", "cancelled", "running")  # what Backfill.counted holds
 
 
 def _counted(backfill: Backfill) -> bool:
@@ -187,9 +188,6 @@ def progress_for(backfills: Iterable[Backfill]) -> dict[int, dict[str, Any]]:
             counts = {k: found.get(f"{k}_{b.id}", 0) for k in RUN_COUNTS}
         result[b.id] = progress_counts(b, **counts)
     return result
-
-
-RUN_COUNTS = ("done", "failed", "cancelled", "running")
 
 
 def count_runs(backfill: Backfill, runs: Iterable[dict[str, Any]]) -> dict[str, int]:

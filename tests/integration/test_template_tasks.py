@@ -488,3 +488,24 @@ def test_two_first_runs_at_once_both_create_the_table(tmp_path, pg):
             "SELECT table_name, how FROM analytics.portal_managed_tables"
         ).fetchall()
     assert registered == [("analytics.orders_copy", "created")]
+
+
+def test_a_warehouse_without_temporary_tables_reloads_by_delete_and_copy(tmp_path, pg):
+    """A warehouse may refuse TEMP to its loader; the re-load then deletes and copies."""
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS)
+    with psycopg.connect(pg["warehouse"], autocommit=True) as conn:
+        conn.execute(
+            "DO $$ BEGIN CREATE ROLE portal_tt_loader LOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        database = conn.info.dbname
+        conn.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+        conn.execute(f'GRANT CONNECT, CREATE ON DATABASE "{database}" TO portal_tt_loader')
+    loader = {**pg, "warehouse": pg["warehouse"].replace("postgres@", "portal_tt_loader@")}
+    steps = [["create_target", {}], LOAD_DAY, LOAD_DAY]
+
+    results = run_tasks(tmp_path, ORDERS_PG, Target("postgres", "analytics"), loader, steps)
+
+    assert [r["ok"] for r in results] == [True, True, True], results
+    assert [r["result"]["method"] for r in results[1:]] == ["copy", "copy"]
+    assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])

@@ -38,7 +38,7 @@ TEMPLATE_RELEASES = {
     "2026.11.2": "951a6e13c3636930b81e54204c4f2c7072855af551bb964bd96737ae0be8172e",
     # A re-load by COPY writes only what differs (staged, then merged by key); create_target
     # takes an advisory lock, so two first runs at once no longer race on the catalog.
-    "2026.11.3": "e78f3c1f851ccd98d6cbd27d05cbc199d52a30e38ca5886cd8debfa4ad42e7ed",
+    "2026.11.3": "ff6480f6a4317e70c7b146d1b35aa73f040e46c2775530f4ba2b22cf14747d5f",
 }
 TEMPLATE_VERSION = next(reversed(TEMPLATE_RELEASES))
 SPEC_TOKEN = "__PORTAL_SPEC__"
@@ -256,6 +256,9 @@ def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
             f"FROM {stage} AS s WHERE {same_key} AND {in_range} AND ({differs})"
         )
     return {
+        # A warehouse may refuse temporary tables (REVOKE TEMP): the load then deletes and
+        # copies instead of failing.
+        "can_stage": "SELECT has_database_privilege(current_database(), 'TEMP')",
         # Dropped at the end of the load's transaction, committed or rolled back.
         "stage": (
             f"CREATE TEMPORARY TABLE portal_stage ON COMMIT DROP AS "

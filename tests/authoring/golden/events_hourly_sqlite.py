@@ -446,8 +446,11 @@ def load_partition(**context) -> dict:
             method = "insert"
             if can_copy(source, write):
                 # Nothing to compare with in empty partitions: straight in is fastest.
-                merge = enforced and sum(before) and SPEC["copy"].get("merge")
-                method = "merge" if merge else "copy"
+                merge = SPEC["copy"].get("merge")
+                if enforced and sum(before) and merge and scalar(write, merge["can_stage"]):
+                    method = "merge"
+                else:
+                    method = "copy"
             try:
                 if method == "merge":
                     rows, changed = merge_rows(source, write, start, end)

@@ -95,7 +95,8 @@ SPEC = {'dag_id': 'orders_daily',
                     'STDOUT (FORMAT BINARY)',
           'target': 'COPY "analytics"."orders_daily" ("order_id", "customer_id", "amount", '
                     '"order_date", "updated_at") FROM STDIN (FORMAT BINARY)',
-          'merge': {'stage': 'CREATE TEMPORARY TABLE portal_stage ON COMMIT DROP AS SELECT '
+          'merge': {'can_stage': "SELECT has_database_privilege(current_database(), 'TEMP')",
+                    'stage': 'CREATE TEMPORARY TABLE portal_stage ON COMMIT DROP AS SELECT '
                              '"order_id", "customer_id", "amount", "order_date", "updated_at" FROM '
                              '"analytics"."orders_daily" WITH NO DATA',
                     'stage_copy': 'COPY pg_temp.portal_stage ("order_id", "customer_id", "amount", '
@@ -489,8 +490,11 @@ def load_partition(**context) -> dict:
             method = "insert"
             if can_copy(source, write):
                 # Nothing to compare with in empty partitions: straight in is fastest.
-                merge = enforced and sum(before) and SPEC["copy"].get("merge")
-                method = "merge" if merge else "copy"
+                merge = SPEC["copy"].get("merge")
+                if enforced and sum(before) and merge and scalar(write, merge["can_stage"]):
+                    method = "merge"
+                else:
+                    method = "copy"
             try:
                 if method == "merge":
                     rows, changed = merge_rows(source, write, start, end)
