@@ -21,8 +21,8 @@ after a VACUUM and a CHECKPOINT of the warehouse:
   venv (bench/backfill_task.py), because the task code imports `airflow.sdk` when it runs,
   with the template harness's connection lookup; the clock covers the task call only;
 - re-load, every row changed: the same, after every row of the partition in the warehouse was
-  changed (untimed), so that the merge rewrites all 1,000,000 (shown, no target: the worst
-  case of a re-load);
+  changed (untimed): more than a third differ, so the partition is deleted and the staged rows
+  inserted (shown, no target: the worst case of a re-load);
 - first load: the same task for the partition emptied beforehand (straight COPY; shown, no
   target).
 
@@ -220,8 +220,8 @@ def load_step(dag: Path, workdir: Path, step: str) -> dict[str, Any]:
     if result.get("method") != method:
         raise BenchError(f"load_partition took the {result.get('method')!r} path, not {method}.")
     changed = result.get("changed") or {}
-    if method == "merge" and sum(changed.values()) != written:
-        raise BenchError(f"The merge wrote {changed}, expected {written:,} rows in all.")
+    if method == "merge" and changed["updated"] + changed["inserted"] != written:
+        raise BenchError(f"The merge wrote {changed}, expected {written:,} rows written.")
     return {"seconds": line["seconds"], "split": line["split"], "changed": changed}
 
 

@@ -344,8 +344,13 @@ def test_postgres_to_postgres_loads_by_copy_and_a_reload_leaves_no_duplicates(tm
     assert (total, keys) == (4, 4)  # the neighbouring days stayed in the source
 
 
+MORE_OF_THE_DAY = [
+    (n, 15, "2.00", "2026-11-10", "2026-11-10 06:00:00", "same") for n in range(100, 110)
+]
+
+
 def test_a_reload_writes_only_the_rows_that_changed(tmp_path, pg):
-    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS)
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS + MORE_OF_THE_DAY)
     target = Target("postgres", "analytics")
     loaded = run_tasks(tmp_path, ORDERS_PG, target, pg, [["create_target", {}], LOAD_DAY])
     assert all(r["ok"] for r in loaded), loaded
@@ -363,13 +368,30 @@ def test_a_reload_writes_only_the_rows_that_changed(tmp_path, pg):
 
     assert again["ok"], again
     result = again["result"]
-    assert (result["method"], result["rows_before"], result["rows"]) == ("merge", 4, 5)
+    assert (result["method"], result["rows_before"], result["rows"]) == ("merge", 14, 15)
     assert result["changed"] == {"deleted": 1, "updated": 2, "inserted": 2}
     assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])
     after = {row[2]: row for row in physical(pg["warehouse"])}
     assert after[4] == before[4]  # unchanged: not written at all (same xmin and ctid)
+    assert after[109] == before[109]
     assert after[1][:2] != before[1][:2]
-    assert sorted(after) == [1, 3, 4, 5, 7]
+    assert sorted(after) == [1, 3, 4, 5, 7, *range(100, 110)]
+
+
+def test_a_reload_where_most_rows_changed_rewrites_the_partition(tmp_path, pg):
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS)
+    target = Target("postgres", "analytics")
+    loaded = run_tasks(tmp_path, ORDERS_PG, target, pg, [["create_target", {}], LOAD_DAY])
+    assert all(r["ok"] for r in loaded), loaded
+    with psycopg.connect(pg["source"]) as conn:
+        conn.execute("UPDATE orders SET amount = amount + 1 WHERE order_id IN (1, 2)")
+
+    again = run_tasks(tmp_path, ORDERS_PG, target, pg, [LOAD_DAY])[0]
+
+    assert again["ok"], again
+    assert again["result"]["method"] == "merge"
+    assert again["result"]["changed"] == {"deleted": 4, "updated": 0, "inserted": 4}
+    assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])
 
 
 def test_a_shrinking_copy_load_is_refused_and_the_partition_is_not_rewritten(tmp_path, pg):

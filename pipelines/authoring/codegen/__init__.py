@@ -38,7 +38,7 @@ TEMPLATE_RELEASES = {
     "2026.11.2": "951a6e13c3636930b81e54204c4f2c7072855af551bb964bd96737ae0be8172e",
     # A re-load by COPY writes only what differs (staged, then merged by key); create_target
     # takes an advisory lock, so two first runs at once no longer race on the catalog.
-    "2026.11.3": "ff6480f6a4317e70c7b146d1b35aa73f040e46c2775530f4ba2b22cf14747d5f",
+    "2026.11.3": "90d8d2e281c2e3aeafc1298f465ee5e42d3348f5aeebedfe9c541d41567d2a15",
 }
 TEMPLATE_VERSION = next(reversed(TEMPLATE_RELEASES))
 SPEC_TOKEN = "__PORTAL_SPEC__"
@@ -237,6 +237,8 @@ def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
     The source's rows are staged in a temporary table (binary COPY, no index to maintain), then
     the target's partition is brought to them: rows whose key is gone are deleted, rows that
     differ are updated, new keys are inserted. Rows that did not change are not written at all.
+    When most rows differ (`differ` counts them), updating them one by one costs more than
+    rewriting the partition: it is deleted and every staged row inserted (`insert_all`).
     Only the partition's own rows are matched (a key found elsewhere in the table is a
     duplicate, as with delete-and-insert). Equality is SQL's: `IS DISTINCT FROM` per column.
     """
@@ -248,13 +250,13 @@ def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
     pc = q(spec.partition_column)
     in_range = f"t.{pc} >= %s AND t.{pc} < %s"
     same_key = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in key)
-    update = None
+    update = differ = None
     if rest:
         differs = " OR ".join(f"t.{q(n)} IS DISTINCT FROM s.{q(n)}" for n in rest)
-        update = (
-            f"UPDATE {table} AS t SET {', '.join(f'{q(n)} = s.{q(n)}' for n in rest)} "
-            f"FROM {stage} AS s WHERE {same_key} AND {in_range} AND ({differs})"
-        )
+        where = f"{same_key} AND {in_range} AND ({differs})"
+        sets = ", ".join(f"{q(n)} = s.{q(n)}" for n in rest)
+        update = f"UPDATE {table} AS t SET {sets} FROM {stage} AS s WHERE {where}"
+        differ = f"SELECT COUNT(*) FROM {table} AS t JOIN {stage} AS s ON {where}"
     return {
         # A warehouse may refuse temporary tables (REVOKE TEMP): the load then deletes and
         # copies instead of failing.
@@ -270,7 +272,10 @@ def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
             f"DELETE FROM {table} AS t WHERE {in_range} "
             f"AND NOT EXISTS (SELECT FROM {stage} AS s WHERE {same_key})"
         ),
+        "differ": differ,
         "update": update,
+        # When most rows differ: the partition deleted (delete_target) and all staged rows put in.
+        "insert_all": f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}",
         "insert": (
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} AS s "
             f"WHERE NOT EXISTS (SELECT FROM {table} AS t WHERE {same_key} AND {in_range})"
