@@ -433,9 +433,9 @@ def merge_rows(source, write, start: datetime, end: datetime) -> tuple[int, dict
     The rows are staged in a temporary table by binary COPY, then compared by key: a re-load of
     unchanged data writes nothing, where deleting and inserting would rewrite every row and
     every index entry. When more than REWRITE_SHARE of the rows differ, the partition is
-    deleted and the staged rows inserted instead. Used when the target's primary key rules duplicates out: a source
-    holding one key twice then fails the insert, or leaves fewer rows than it sent (an update
-    takes one of them), which the caller refuses.
+    deleted and the staged rows inserted instead. Used when the target's primary key rules
+    duplicates out: a source holding one key twice then fails the insert, or leaves fewer rows
+    than it sent (an update takes one of them), which the caller refuses.
     """
     merge = SPEC["copy"]["merge"]
     bounds = (bind(start, "postgres"), bind(end, "postgres"))
