@@ -77,6 +77,9 @@ def test_the_merge_matches_by_key_inside_the_partition_only():
     )
     assert f'WHERE s."order_id" = t."order_id" AND {in_range} AND (' in merge["update"]
     assert 't."amount" IS DISTINCT FROM s."amount"' in merge["update"]
+    # numeric: 12.5 = 12.50, but a fresh load would store the source's scale
+    assert 'scale(t."amount") IS DISTINCT FROM scale(s."amount")' in merge["update"]
+    assert 'scale(t."customer_id")' not in merge["update"]
     assert '"order_id" = s."order_id"' not in merge["update"]  # the key is matched, not set
     assert merge["insert"].endswith(f'WHERE s."order_id" = t."order_id" AND {in_range})')
 

@@ -378,6 +378,24 @@ def test_a_reload_writes_only_the_rows_that_changed(tmp_path, pg):
     assert sorted(after) == [1, 3, 4, 5, 7, *range(100, 110)]
 
 
+def test_a_reload_writes_a_number_whose_scale_changed(tmp_path, pg):
+    """1.50 = 1.5 in SQL, but a fresh load would store 1.5000: the merged partition must too."""
+    seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS + MORE_OF_THE_DAY)
+    target = Target("postgres", "analytics")
+    loaded = run_tasks(tmp_path, ORDERS_PG, target, pg, [["create_target", {}], LOAD_DAY])
+    assert all(r["ok"] for r in loaded), loaded
+    with psycopg.connect(pg["source"]) as conn:
+        conn.execute("ALTER TABLE orders ALTER COLUMN amount TYPE NUMERIC")
+        conn.execute("UPDATE orders SET amount = 1.5000 WHERE order_id = 1")
+
+    again = run_tasks(tmp_path, ORDERS_PG, target, pg, [LOAD_DAY])[0]
+
+    assert again["ok"], again
+    assert again["result"]["changed"] == {"deleted": 0, "updated": 1, "inserted": 0}
+    assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])
+    assert orders(pg["warehouse"], WAREHOUSE_ORDERS)[0][2] == "1.5000"
+
+
 def test_a_reload_where_most_rows_changed_rewrites_the_partition(tmp_path, pg):
     seed_orders(pg["source"], DAY_ROWS + OTHER_DAYS)
     target = Target("postgres", "analytics")

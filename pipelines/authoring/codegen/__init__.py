@@ -240,11 +240,21 @@ def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
     When most rows differ (`differ` counts them), updating them one by one costs more than
     rewriting the partition: it is deleted and every staged row inserted (`insert_all`).
     Only the partition's own rows are matched (a key found elsewhere in the table is a
-    duplicate, as with delete-and-insert). Equality is SQL's: `IS DISTINCT FROM` per column.
+    duplicate, as with delete-and-insert). A row differs when a column `IS DISTINCT FROM` its
+    staged value or, for numeric, has another scale: 12.5 = 12.50 in SQL, but a fresh load
+    would store the source's 12.50, and a merged partition must read the same.
     """
     q = functools.partial(quote_identifier, dialect="postgres")
     names = [c.name for c in spec.columns]
     key, rest = list(spec.primary_key), [n for n in names if n not in spec.primary_key]
+    numeric = {c.name for c in spec.columns if c.kind == "numeric"}
+
+    def differs_in(name: str) -> str:
+        t, s = f"t.{q(name)}", f"s.{q(name)}"
+        if name in numeric:
+            return f"{t} IS DISTINCT FROM {s} OR scale({t}) IS DISTINCT FROM scale({s})"
+        return f"{t} IS DISTINCT FROM {s}"
+
     cols = ", ".join(q(n) for n in names)
     stage = "pg_temp.portal_stage"
     pc = q(spec.partition_column)
@@ -252,7 +262,7 @@ def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
     same_key = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in key)
     update = differ = None
     if rest:
-        differs = " OR ".join(f"t.{q(n)} IS DISTINCT FROM s.{q(n)}" for n in rest)
+        differs = " OR ".join(differs_in(n) for n in rest)
         where = f"{same_key} AND {in_range} AND ({differs})"
         sets = ", ".join(f"{q(n)} = s.{q(n)}" for n in rest)
         update = f"UPDATE {table} AS t SET {sets} FROM {stage} AS s WHERE {where}"

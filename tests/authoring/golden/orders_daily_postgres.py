@@ -109,16 +109,18 @@ SPEC = {'dag_id': 'orders_daily',
                               'pg_temp.portal_stage AS s ON s."order_id" = t."order_id" AND '
                               't."order_date" >= %s AND t."order_date" < %s AND (t."customer_id" '
                               'IS DISTINCT FROM s."customer_id" OR t."amount" IS DISTINCT FROM '
-                              's."amount" OR t."order_date" IS DISTINCT FROM s."order_date" OR '
-                              't."updated_at" IS DISTINCT FROM s."updated_at")',
+                              's."amount" OR scale(t."amount") IS DISTINCT FROM scale(s."amount") '
+                              'OR t."order_date" IS DISTINCT FROM s."order_date" OR t."updated_at" '
+                              'IS DISTINCT FROM s."updated_at")',
                     'update': 'UPDATE "analytics"."orders_daily" AS t SET "customer_id" = '
                               's."customer_id", "amount" = s."amount", "order_date" = '
                               's."order_date", "updated_at" = s."updated_at" FROM '
                               'pg_temp.portal_stage AS s WHERE s."order_id" = t."order_id" AND '
                               't."order_date" >= %s AND t."order_date" < %s AND (t."customer_id" '
                               'IS DISTINCT FROM s."customer_id" OR t."amount" IS DISTINCT FROM '
-                              's."amount" OR t."order_date" IS DISTINCT FROM s."order_date" OR '
-                              't."updated_at" IS DISTINCT FROM s."updated_at")',
+                              's."amount" OR scale(t."amount") IS DISTINCT FROM scale(s."amount") '
+                              'OR t."order_date" IS DISTINCT FROM s."order_date" OR t."updated_at" '
+                              'IS DISTINCT FROM s."updated_at")',
                     'insert_all': 'INSERT INTO "analytics"."orders_daily" ("order_id", '
                                   '"customer_id", "amount", "order_date", "updated_at") SELECT '
                                   '"order_id", "customer_id", "amount", "order_date", "updated_at" '
