@@ -15,13 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
-from ninja.errors import HttpError
 
 from pipelines.api.releases import DecisionIn, DetailOut
-from pipelines.api.v1 import ErrorsOut, filtered_page, form_errors
-from pipelines.authoring.models import Pipeline
+from pipelines.api.v1 import ErrorsOut, allowed_pipeline, filtered_page, form_errors
 from pipelines.backfills import selectors
 from pipelines.backfills import services as backfills
 from pipelines.backfills.forms import MAX_ACTIVE_RUNS, REASON_MAX, BackfillForm
@@ -217,11 +214,12 @@ def backfill_answer(backfill_id: int) -> dict[str, Any]:
 
 def checked(request: HttpRequest, slug: str, payload: BackfillPreviewIn) -> BackfillForm:
     """The page's form over the payload, for a pipeline the user may backfill (else 403/404)."""
-    pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
-    if not access.can_backfill(request.user, pipeline):
-        team = pipeline.team.slug
-        message = f"Only members of team {team} or a platform admin may backfill {slug}."
-        raise HttpError(403, message)
+    pipeline = allowed_pipeline(
+        request,
+        slug,
+        access.can_backfill,
+        "Only members of team {team} or a platform admin may backfill {slug}.",
+    )
     return BackfillForm(payload.dict(), pipeline=pipeline)
 
 
@@ -239,18 +237,8 @@ def backfill_preview(request: HttpRequest, slug: str, payload: BackfillPreviewIn
     form = checked(request, slug, payload)
     if not form.is_valid():
         return Status(422, {"errors": form_errors(form)})
-    data = form.cleaned_data
     try:
-        preview = backfills.backfill_preview(
-            pipeline=form.pipeline,
-            environment=data["environment"],
-            first=data["start"],
-            last=data["end"],
-            reprocess=data["reprocess"],
-            max_active_runs=data["max_active_runs"],
-            by=request.user,
-            allow_over_cap=data["allow_over_cap"],
-        )
+        preview = backfills.backfill_preview(**form.asked(), by=request.user)
     except backfills.BackfillError as exc:
         if exc.status == 409:  # an active backfill: a conflict on submit, a guardrail here
             return Status(422, {"errors": {f: [m] for f, m in exc.errors.items()}})
@@ -272,16 +260,7 @@ def backfill_create(request: HttpRequest, slug: str, payload: BackfillIn) -> Any
     data = form.cleaned_data
     try:
         backfill = backfills.backfill_request(
-            pipeline=form.pipeline,
-            environment=data["environment"],
-            first=data["start"],
-            last=data["end"],
-            reprocess=data["reprocess"],
-            max_active_runs=data["max_active_runs"],
-            reason=data["reason"],
-            fingerprint=data["fingerprint"],
-            by=request.user,
-            allow_over_cap=data["allow_over_cap"],
+            **form.asked(), reason=data["reason"], fingerprint=data["fingerprint"], by=request.user
         )
     except backfills.BackfillError as exc:
         return refused(exc)

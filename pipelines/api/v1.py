@@ -5,6 +5,7 @@ The API validates with the same PipelineForm as the web form, so both give the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -364,11 +365,21 @@ def run_out(r: RunRequest) -> dict[str, Any]:
     }
 
 
-def editable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
+def allowed_pipeline(
+    request: HttpRequest, slug: str, rule: Callable[[object, Pipeline], bool], refusal: str
+) -> Pipeline:
+    """The pipeline `slug` if `rule` lets the user at it: 404 if there is none, 403 with
+    `refusal` (which may name {team} and {slug}) otherwise."""
     pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
-    if not access.can_edit(request.user, pipeline):
-        raise HttpError(403, f"Only members of team {pipeline.team.slug} may change {slug}.")
+    if not rule(request.user, pipeline):
+        raise HttpError(403, refusal.format(team=pipeline.team.slug, slug=slug))
     return pipeline
+
+
+def editable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
+    return allowed_pipeline(
+        request, slug, access.can_edit, "Only members of team {team} may change {slug}."
+    )
 
 
 @api.post("/pipelines", response={201: PipelineOut, 422: ErrorsOut})

@@ -3,7 +3,6 @@ the same messages. It parses; backfills.services decides (guardrails, preview, s
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -89,5 +88,16 @@ class BackfillForm(forms.Form):
                 self.add_error(name, str(exc))
         return data
 
-    def range(self) -> tuple[datetime, datetime]:
-        return self.cleaned_data["start"], self.cleaned_data["end"]
+    def asked(self) -> dict[str, Any]:
+        """The valid form as the services' keywords: backfill_preview takes them all, and
+        backfill_request these with the reason and the fingerprint."""
+        data = self.cleaned_data
+        return {
+            "pipeline": self.pipeline,
+            "environment": data["environment"],
+            "first": data["start"],
+            "last": data["end"],
+            "reprocess": data["reprocess"],
+            "max_active_runs": data["max_active_runs"],
+            "allow_over_cap": data["allow_over_cap"],
+        }

@@ -112,25 +112,15 @@ def _form_errors(form: BackfillForm, *, while_typing: bool) -> dict[str, list[st
 
 
 def _preview(
-    request: HttpRequest, pipeline: Pipeline, form: BackfillForm
+    request: HttpRequest, form: BackfillForm
 ) -> tuple[backfills.Preview | None, dict[str, list[str]]]:
     """The preview of what the form asks for, or the errors that stop it."""
     if not form.is_bound:
         return None, {}
     if not form.is_valid():
         return None, _form_errors(form, while_typing=True)
-    data = form.cleaned_data
     try:
-        preview = backfills.backfill_preview(
-            pipeline=pipeline,
-            environment=data["environment"],
-            first=data["start"],
-            last=data["end"],
-            reprocess=data["reprocess"],
-            max_active_runs=data["max_active_runs"],
-            by=request.user,
-            allow_over_cap=data["allow_over_cap"],
-        )
+        preview = backfills.backfill_preview(**form.asked(), by=request.user)
     except backfills.BackfillError as exc:
         return exc.preview, {name: [message] for name, message in exc.errors.items()}
     return preview, {}
@@ -184,7 +174,7 @@ def backfill_form(request: HttpRequest, slug: str) -> HttpResponse:
         form = _bound(pipeline, request.POST)
         if form.is_valid():
             try:
-                backfill = _request(request, pipeline, form)
+                backfill = _request(request, form)
             except backfills.BackfillError as exc:
                 if exc.status == 403:
                     raise PermissionDenied(str(exc)) from None
@@ -193,7 +183,7 @@ def backfill_form(request: HttpRequest, slug: str) -> HttpResponse:
                 if changed:
                     preview = exc.preview
                 else:
-                    preview, more = _preview(request, pipeline, form)
+                    preview, more = _preview(request, form)
                     errors = more | errors
             else:
                 messages.success(request, _requested(backfill))
@@ -202,24 +192,15 @@ def backfill_form(request: HttpRequest, slug: str) -> HttpResponse:
             preview, errors = None, _form_errors(form, while_typing=False)
     else:
         form = _asked(pipeline, request.GET)
-        preview, errors = _preview(request, pipeline, form)
+        preview, errors = _preview(request, form)
     context = _preview_context(request, pipeline, form, preview, errors) | {"changed": changed}
     return render(request, "pipelines/backfill_form.html", context)
 
 
-def _request(request: HttpRequest, pipeline: Pipeline, form: BackfillForm) -> Backfill:
+def _request(request: HttpRequest, form: BackfillForm) -> Backfill:
     data = form.cleaned_data
     return backfills.backfill_request(
-        pipeline=pipeline,
-        environment=data["environment"],
-        first=data["start"],
-        last=data["end"],
-        reprocess=data["reprocess"],
-        max_active_runs=data["max_active_runs"],
-        reason=data["reason"],
-        fingerprint=data["fingerprint"],
-        by=request.user,
-        allow_over_cap=data["allow_over_cap"],
+        **form.asked(), reason=data["reason"], fingerprint=data["fingerprint"], by=request.user
     )
 
 
@@ -243,7 +224,7 @@ def backfill_preview_fragment(request: HttpRequest, slug: str) -> HttpResponse:
     """The preview of what the form shows now, and every field's errors (out of band)."""
     pipeline = backfillable_pipeline(request, slug)
     form = _bound(pipeline, request.GET)
-    preview, errors = _preview(request, pipeline, form)
+    preview, errors = _preview(request, form)
     context = _preview_context(request, pipeline, form, preview, errors) | {"oob": True}
     return render(request, "pipelines/_backfill_preview.html", context)
 
