@@ -152,14 +152,13 @@ def progress_counts(
     }
 
 
-ENDED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 RUN_COUNTS = ("done", "failed", "cancelled", "running")  # what Backfill.counted holds
 
 
 def _counted(backfill: Backfill) -> bool:
     """Whether the backfill's progress is the counts it kept when it ended (rows that ended
     before it kept them have none: theirs are read from the synced runs)."""
-    return backfill.state in ENDED and bool(backfill.counted)
+    return not backfill.is_active and bool(backfill.counted)
 
 
 def progress_for(backfills: Iterable[Backfill]) -> dict[int, dict[str, Any]]:

@@ -38,7 +38,7 @@ TEMPLATE_RELEASES = {
     "2026.11.2": "951a6e13c3636930b81e54204c4f2c7072855af551bb964bd96737ae0be8172e",
     # A re-load by COPY writes only what differs (staged, then merged by key); create_target
     # takes an advisory lock, so two first runs at once no longer race on the catalog.
-    "2026.11.3": "ffcad8610b48798d01325152e9a31ee3092562bd7af1610e0a8079ad6317ee20",
+    "2026.11.3": "6160990762c29933540567f1b393b9a7d1c04abcb5db776ce997ffaef6bc8610",
 }
 TEMPLATE_VERSION = next(reversed(TEMPLATE_RELEASES))
 SPEC_TOKEN = "__PORTAL_SPEC__"

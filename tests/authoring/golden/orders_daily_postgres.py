@@ -515,8 +515,8 @@ def load_partition(**context) -> dict:
             method = "insert"
             if can_copy(source, write):
                 # Nothing to compare with in empty partitions: straight in is fastest.
-                merge = SPEC["copy"].get("merge")
-                if enforced and sum(before) and merge and scalar(write, merge["can_stage"]):
+                can_stage = SPEC["copy"]["merge"]["can_stage"]
+                if enforced and sum(before) and scalar(write, can_stage):
                     method = "merge"
                 else:
                     method = "copy"
