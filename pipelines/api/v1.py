@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import wraps
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Field, NinjaAPI, Schema, Status
@@ -19,8 +22,7 @@ from pipelines.authoring import services
 from pipelines.authoring.codegen import CodegenError
 from pipelines.authoring.forms import BOUNDS, DEFAULTS, MAX_TAGS, PipelineForm
 from pipelines.authoring.models import Pipeline
-from pipelines.core import access
-from pipelines.core.tokens import token_user
+from pipelines.core import access, tokens
 from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
 from pipelines.dashboards.forms import AlertFilterForm, AuditFilterForm, HealthFilterForm
@@ -32,13 +34,45 @@ from pipelines.runs.forms import RunNowForm
 from pipelines.runs.models import RunRequest
 from pipelines.templatetags.portal import partition
 
+# A GET needs the read scope, anything else the write scope; approving needs approve as well.
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
 
 class BearerToken(HttpBearer):
+    """A live API token (core/tokens.py); request.auth is the ApiToken, request.user its user."""
+
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = token_user(token)
-        if user is not None:
-            request.user = user
-        return user
+        found = tokens.token_authenticate(token)
+        if found is None:
+            return None
+        request.user = found.user
+        request.auth = found
+        require_scope(request, "read" if request.method in SAFE_METHODS else "write")
+        return found
+
+
+def require_scope(request: HttpRequest, scope: str) -> None:
+    """Answer 403, with a sentence naming `scope`, unless the caller's token has it.
+
+    The method's scope (read or write) is checked for every call; an endpoint that approves or
+    rejects calls `require_scope(request, "approve")` first.
+    """
+    refusal = tokens.missing_scope(request.auth, scope)
+    if refusal:
+        raise HttpError(403, refusal)
+
+
+def docs_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The API docs and the OpenAPI document: open while DEBUG is on (make run), otherwise for
+    logged-in users only (a visitor is sent to the login page)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not settings.DEBUG and not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapped
 
 
 api = NinjaAPI(
@@ -47,6 +81,7 @@ api = NinjaAPI(
     urls_namespace="api",
     auth=BearerToken(),
     docs_url="/docs",
+    docs_decorator=docs_login_required,
 )
 
 
@@ -714,7 +749,10 @@ def audit_list(
         }
     )
     return filtered_page(
-        request, form, lambda filters: audit_selectors.audit_queryset(**filters), audit_out
+        request,
+        form,
+        lambda filters: audit_selectors.audit_queryset(viewer=request.user, **filters),
+        audit_out,
     )
 
 
@@ -722,3 +760,5 @@ def audit_list(
 api.add_router("", "pipelines.api.releases.router")
 # Backfills: preview, submit, follow, pause / resume / cancel, approval.
 api.add_router("", "pipelines.api.backfills.router")
+# The caller's API tokens: create, list, revoke.
+api.add_router("", "pipelines.api.tokens.router")

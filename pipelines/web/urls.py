@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pipelines.web import approvals, backfills, releases, views
+from pipelines.web import approvals, backfills, releases, tokens, views
 
 app_name = "pipelines"
 
@@ -14,6 +14,9 @@ urlpatterns = [
     path("health/ownership/", views.ownership, name="ownership"),
     path("health/alerts/", views.alert_list, name="alerts"),
     path("audit/", views.audit_log, name="audit"),
+    path("tokens/", tokens.token_page, name="tokens"),
+    path("tokens/new", tokens.token_create, name="token-create"),
+    path("tokens/<str:public_id>/revoke", tokens.token_revoke, name="token-revoke"),
     path("approvals/", approvals.approval_queue, name="approvals"),
     path("approvals/badge", approvals.approvals_badge, name="approvals-badge"),
     path("promotions/<int:promotion_id>/", approvals.promotion_detail, name="promotion"),

@@ -404,5 +404,5 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
-    context = audit_selectors.audit_page(**form.values) | {"form": form}
+    context = audit_selectors.audit_page(viewer=request.user, **form.values) | {"form": form}
     return render(request, "pipelines/audit.html", context)
