@@ -101,3 +101,41 @@ def test_create_see_once_list_and_revoke_a_token(tokens_world, browser_page):
     expect(page.locator(".swagger-ui")).to_contain_text("/api/v1/tokens")
 
     assert problems == []
+
+
+@pytest.fixture
+def admin_world(live_server, transactional_db, alice):
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_superuser("root", "root@example.com", PASSWORD)
+    return live_server, alice.id
+
+
+def test_admin_pages_run_under_the_policy(admin_world, browser_page):
+    url, alice_id = admin_world[0].url, admin_world[1]
+    page = browser_page
+    problems: list[str] = []
+    page.on(
+        "console", lambda m: m.type == "error" and problems.append(f"{m.text} {m.location}")
+    )
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    page.goto(f"{url}/admin/login/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_be_visible()
+    for path in (
+        f"/admin/auth/user/{alice_id}/change/",
+        "/admin/pipelines/team/add/",
+        "/admin/pipelines/apitoken/",
+    ):
+        page.goto(url + path)
+        expect(page.locator("#content")).to_be_visible()
+    # The team's membership inline adds a row with the admin's own script.
+    page.goto(f"{url}/admin/pipelines/team/add/")
+    page.click(".add-row a")
+    expect(page.locator("tr.dynamic-memberships")).to_have_count(2)
+
+    # The admin has no favicon of its own: Chromium's guess at /favicon.ico is not a violation.
+    assert [p for p in problems if "/favicon.ico" not in p] == []
