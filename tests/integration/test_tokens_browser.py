@@ -31,9 +31,7 @@ def test_create_see_once_list_and_revoke_a_token(tokens_world, browser_page):
     url = tokens_world.url
     page = browser_page
     problems: list[str] = []
-    page.on(
-        "console", lambda m: m.type == "error" and problems.append(f"{m.text} {m.location}")
-    )
+    page.on("console", lambda m: m.type == "error" and problems.append(f"{m.text} {m.location}"))
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("response", lambda r: r.status == 404 and problems.append(f"404 {r.url}"))
     page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm before revoking
@@ -115,9 +113,7 @@ def test_admin_pages_run_under_the_policy(admin_world, browser_page):
     url, alice_id = admin_world[0].url, admin_world[1]
     page = browser_page
     problems: list[str] = []
-    page.on(
-        "console", lambda m: m.type == "error" and problems.append(f"{m.text} {m.location}")
-    )
+    page.on("console", lambda m: m.type == "error" and problems.append(f"{m.text} {m.location}"))
     page.on("pageerror", lambda e: problems.append(str(e)))
 
     page.goto(f"{url}/admin/login/")
