@@ -52,6 +52,7 @@ KNOWN = {
     "b": "1",
     "promotion_id": "1",
     "backfill_id": "1",
+    "run_id": "1",
 }
 SKIPPED_NAMESPACES = {"admin", "api"}  # Django's own admin; the API is fuzzed separately
 PARAM = re.compile(r"<(?:(?P<converter>[a-z]+):)?(?P<name>\w+)>")
