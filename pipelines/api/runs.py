@@ -45,12 +45,7 @@ def run_preview(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     if not form.is_valid():
         return Status(422, {"errors": form_errors(form)})
     try:
-        case = run_approvals.run_case(
-            pipeline=pipeline,
-            environment=form.cleaned_data["environment"],
-            partition=form.cleaned_data["partition"],
-            accept_smaller=form.cleaned_data["accept_smaller"],
-        )
+        case = run_approvals.run_case(**form.asked())
     except runs.RunError as exc:
         return Status(422, {"errors": {exc.field: [exc.message]}})
     return case.as_json()

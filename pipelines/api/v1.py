@@ -532,13 +532,7 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     if not form.is_valid():
         return Status(422, {"errors": form_errors(form)})
     try:
-        run, created = run_approvals.run_now(
-            pipeline=pipeline,
-            environment=form.cleaned_data["environment"],
-            partition=form.cleaned_data["partition"],
-            accept_smaller=form.cleaned_data["accept_smaller"],
-            by=request.user,
-        )
+        run, created = run_approvals.run_now(by=request.user, **form.asked())
     except runs.RunError as exc:
         return Status(422, {"errors": {exc.field: [exc.message]}})
     return Status(202 if created else 200, run_out(run))

@@ -33,13 +33,7 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
     form = RunNowForm(request.POST, pipeline=pipeline)
     if form.is_valid():
         try:
-            run_approvals.run_now(
-                pipeline=pipeline,
-                environment=form.cleaned_data["environment"],
-                partition=form.cleaned_data["partition"],
-                accept_smaller=form.cleaned_data["accept_smaller"],
-                by=request.user,
-            )
+            run_approvals.run_now(by=request.user, **form.asked())
         except runs.RunError as exc:
             form.add_error(exc.field, exc.message)
     if not request.htmx:
@@ -67,12 +61,7 @@ def run_case(request: HttpRequest, slug: str) -> HttpResponse:
     case, error = None, ""
     if form.is_valid():
         try:
-            case = run_approvals.run_case(
-                pipeline=pipeline,
-                environment=form.cleaned_data["environment"],
-                partition=form.cleaned_data["partition"],
-                accept_smaller=form.cleaned_data["accept_smaller"],
-            )
+            case = run_approvals.run_case(**form.asked())
         except runs.RunError as exc:
             error = exc.message
     return render(request, "pipelines/_run_case.html", {"case": case, "error": error, "form": form})

@@ -22,7 +22,7 @@ from pipelines.core import schedule
 from pipelines.models import RunRecord
 from pipelines.runs.services import partition_range
 from tests.conftest import form_data, make_environment, make_source
-from tests.integration.conftest import SCREENSHOTS
+from tests.integration.conftest import SCREENSHOTS, log_in
 from tests.releases.conftest import mark_deployed
 
 pytestmark = pytest.mark.integration
@@ -61,14 +61,6 @@ def reload_world(live_server, alice, bob):
         synced_at=timezone.now(),
     )
     return live_server, pipeline.slug, key
-
-
-def log_in(page, url: str, username: str) -> None:
-    page.goto(f"{url}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"{username}-password-1")
-    page.click("button[type=submit]")
-    expect(page.locator("h1")).to_have_text("Pipelines")
 
 
 def test_reload_in_prod_waits_for_an_approver_in_the_browser(reload_world, browser_page):
