@@ -29,6 +29,7 @@ from pipelines.dashboards.forms import AlertFilterForm, AuditFilterForm, HealthF
 from pipelines.deployments import selectors as deploy_selectors
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Deployment, Environment
+from pipelines.releases import runs as run_approvals
 from pipelines.runs import services as runs
 from pipelines.runs.forms import RunNowForm
 from pipelines.runs.models import RunRequest
@@ -254,11 +255,21 @@ class RunOut(Schema):
     partition: str = Field(description="2026-11-10, or 2026-11-10T13:00 for an hour grain.")
     dag_id: str
     dag_run_id: str
-    state: str = Field(description="The request: pending, submitted, failed or untracked.")
+    state: str = Field(
+        description="The request: awaiting_approval, pending, submitted, failed, untracked, "
+        "rejected or withdrawn."
+    )
     run_state: str = Field(description="Airflow's DagRun state: queued, running, success, failed.")
     accept_smaller: bool
     error: str = Field(description="Why it failed: the failed task and its message, from Airflow.")
     requested_at: datetime
+    requested_by: str
+    approval_reason: str = Field(
+        description="Why it waits for an approver (empty when it needed none)."
+    )
+    decided_by: str | None = Field(description="Who approved, rejected or withdrew it.")
+    decided_at: datetime | None
+    decision_comment: str
 
 
 class HealthOut(Schema):
@@ -397,6 +408,11 @@ def run_out(r: RunRequest) -> dict[str, Any]:
         "accept_smaller": r.accept_smaller,
         "error": r.error,
         "requested_at": r.requested_at,
+        "requested_by": r.requested_by.get_username(),
+        "approval_reason": r.approval_reason,
+        "decided_by": r.decided_by.get_username() if r.decided_by else None,
+        "decided_at": r.decided_at,
+        "decision_comment": r.decision_comment,
     }
 
 
@@ -536,10 +552,14 @@ def deployment_get(request: HttpRequest, deployment_id: int) -> Any:
     "/pipelines/{slug}/runs",
     response={200: RunOut, 202: RunOut, 422: ErrorsOut},
     description="Run the deployed pipeline for one partition. 202: a new run request was "
-    "accepted. 200: a request for the same pipeline, environment and partition is still "
-    "pending or running; that request is returned (same id) and nothing new is triggered. "
-    "422: the partition is malformed, before the pipeline's start date, not complete yet, "
-    "or the pipeline is not deployed to the environment.",
+    "accepted; in an environment that requires approval, a run that can replace loaded data "
+    "(a re-load, or accept_smaller) is accepted in state awaiting_approval and nothing reaches "
+    "Airflow until an approver other than you approves it (POST /runs/{id}/approve); "
+    "POST /pipelines/{slug}/runs/preview says which case applies. 200: a request for the same "
+    "pipeline, environment and partition is still awaiting approval, pending or running; that "
+    "request is returned (same id) and nothing new is triggered. 422: the partition is "
+    "malformed, before the pipeline's start date, not complete yet, the pipeline is not "
+    "deployed to the environment, or a backfill there covers the partition.",
 )
 def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     pipeline = editable_pipeline(request, slug)
@@ -547,13 +567,7 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     if not form.is_valid():
         return Status(422, {"errors": form_errors(form)})
     try:
-        run, created = runs.run_request(
-            pipeline=pipeline,
-            environment=form.cleaned_data["environment"],
-            partition=form.cleaned_data["partition"],
-            accept_smaller=form.cleaned_data["accept_smaller"],
-            by=request.user,
-        )
+        run, created = run_approvals.run_now(by=request.user, **form.asked())
     except runs.RunError as exc:
         return Status(422, {"errors": {exc.field: [exc.message]}})
     return Status(202 if created else 200, run_out(run))
@@ -561,7 +575,10 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
 
 @api.get("/runs/{run_id}", response=RunOut)
 def run_get(request: HttpRequest, run_id: int) -> Any:
-    run = get_object_or_404(RunRequest.objects.select_related("pipeline", "environment"), id=run_id)
+    run = get_object_or_404(
+        RunRequest.objects.select_related("pipeline", "environment", "requested_by", "decided_by"),
+        id=run_id,
+    )
     runs.refresh_if_stale(run)
     return run_out(run)
 
@@ -760,5 +777,6 @@ def audit_list(
 api.add_router("", "pipelines.api.releases.router")
 # Backfills: preview, submit, follow, pause / resume / cancel, approval.
 api.add_router("", "pipelines.api.backfills.router")
+api.add_router("", "pipelines.api.runs.router")
 # The caller's API tokens: create, list, revoke.
 api.add_router("", "pipelines.api.tokens.router")

@@ -24,7 +24,7 @@ def fill_existing(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("pipelines", "0016_backfill_counted"),
+        ("pipelines", "0018_run_four_eyes"),
     ]
 
     operations = [
@@ -66,8 +66,8 @@ class Migration(migrations.Migration):
             field=models.DateTimeField(),
         ),
         migrations.AlterField(
-            model_name="auditevent",
-            name="action",
-            field=models.CharField(choices=[('pipeline_created', 'Pipeline created'), ('pipeline_edited', 'Pipeline edited'), ('deployment_requested', 'Deployment requested'), ('run_requested', 'Run requested'), ('api_token_created', 'API token created'), ('api_token_revoked', 'API token revoked'), ('environment_changed', 'Environment changed'), ('pipeline_upgraded', 'Pipeline upgraded to the current template'), ('promotion_requested', 'Promotion requested'), ('promotion_approved', 'Promotion approved'), ('promotion_rejected', 'Promotion rejected'), ('promotion_withdrawn', 'Promotion withdrawn'), ('rollback', 'Rollback'), ('backfill_requested', 'Backfill requested'), ('backfill_approved', 'Backfill approved'), ('backfill_rejected', 'Backfill rejected'), ('backfill_paused', 'Backfill paused'), ('backfill_resumed', 'Backfill resumed'), ('backfill_cancelled', 'Backfill cancelled')], max_length=40),
+            model_name='auditevent',
+            name='action',
+            field=models.CharField(choices=[('pipeline_created', 'Pipeline created'), ('pipeline_edited', 'Pipeline edited'), ('deployment_requested', 'Deployment requested'), ('run_requested', 'Run requested'), ('run_approved', 'Run approved'), ('run_rejected', 'Run rejected'), ('run_withdrawn', 'Run withdrawn'), ('api_token_created', 'API token created'), ('api_token_revoked', 'API token revoked'), ('environment_changed', 'Environment changed'), ('pipeline_upgraded', 'Pipeline upgraded to the current template'), ('promotion_requested', 'Promotion requested'), ('promotion_approved', 'Promotion approved'), ('promotion_rejected', 'Promotion rejected'), ('promotion_withdrawn', 'Promotion withdrawn'), ('rollback', 'Rollback'), ('backfill_requested', 'Backfill requested'), ('backfill_approved', 'Backfill approved'), ('backfill_rejected', 'Backfill rejected'), ('backfill_paused', 'Backfill paused'), ('backfill_resumed', 'Backfill resumed'), ('backfill_cancelled', 'Backfill cancelled')], max_length=40),
         ),
     ]
