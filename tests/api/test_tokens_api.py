@@ -118,6 +118,8 @@ def test_a_write_token_may_not_read(alice):
         "/api/v1/promotions/999999/reject",
         "/api/v1/backfills/999999/approve",
         "/api/v1/backfills/999999/reject",
+        "/api/v1/runs/999999/approve",
+        "/api/v1/runs/999999/reject",
     ],
 )
 def test_approving_or_rejecting_needs_the_approve_scope(alice, url):

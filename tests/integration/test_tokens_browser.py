@@ -12,11 +12,11 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.integration.conftest import SCREENSHOTS
+from tests.integration.conftest import SCREENSHOTS, log_in
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "alice-password-1"
+PASSWORD = "alice-password-1"  # what conftest.log_in types
 
 
 @pytest.fixture
@@ -37,11 +37,7 @@ def test_create_see_once_list_and_revoke_a_token(tokens_world, browser_page):
     page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm before revoking
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
-    page.goto(f"{url}/accounts/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.locator("h1")).to_have_text("Pipelines")
+    log_in(page, url, "alice")
 
     page.click("nav >> text=API tokens")
     expect(page.locator("h1")).to_have_text("API tokens")
