@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q
 
 from pipelines.alerts.services import notice_send
 from pipelines.authoring.models import Pipeline
@@ -35,7 +36,7 @@ from pipelines.core.airflow import DagRunState
 from pipelines.core.audit import audit_record
 from pipelines.deployments.models import Environment
 from pipelines.monitoring import health
-from pipelines.monitoring.models import RunRecord
+from pipelines.monitoring.models import RunRecord, SyncState
 from pipelines.releases.services import ReleaseError, _conflict, _decidable, _portal, _who
 from pipelines.runs import services as runs
 from pipelines.runs.models import RunRequest
@@ -100,6 +101,45 @@ def _partition_runs(
     ]
 
 
+def _unsynced_runs(
+    pipeline: Pipeline, environment: Environment, key: str, synced: set[str]
+) -> list[str]:
+    """What ran over partition `key` that the sync has not recorded yet (it reads Airflow
+    every 30 s): a run-now triggered and not failed, a backfill submitted over it that ended
+    after the sync's watermark (or has not ended). A partition loaded a moment ago must not
+    look never loaded."""
+    triggered = (
+        RunRequest.objects.filter(
+            pipeline=pipeline,
+            environment=environment,
+            partition=key,
+            state=RunRequest.State.SUBMITTED,
+        )
+        .exclude(run_state=DagRunState.FAILED)
+        .exclude(dag_run_id__in=synced)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    found = [f"run now #{run_id}" for run_id in triggered]
+    # A backfill's runs are synced once the sync's watermark has passed its end.
+    watermark = (
+        SyncState.objects.filter(environment=environment)
+        .values_list("watermark", flat=True)
+        .first()
+    )
+    backfills = Backfill.objects.filter(
+        pipeline=pipeline,
+        environment=environment,
+        first_partition__lte=key,
+        last_partition__gte=key,
+        submitted_at__isnull=False,
+    )
+    if watermark is not None:
+        backfills = backfills.filter(Q(finished_at__isnull=True) | Q(finished_at__gte=watermark))
+    found += [f"backfill #{b}" for b in backfills.order_by("id").values_list("id", flat=True)]
+    return found
+
+
 def run_case(
     *, pipeline: Pipeline, environment: Environment, partition: datetime, accept_smaller: bool
 ) -> RunCase:
@@ -116,9 +156,12 @@ def run_case(
     if covering is not None:
         raise runs.RunError("partition", backfill_conflict(covering, key, environment))
     history = _partition_runs(pipeline, environment, partition)
+    unsynced = _unsynced_runs(pipeline, environment, key, {run_id for run_id, _, _ in history})
     digest = hashlib.sha256(f"{deployment.id}|{key}|{int(accept_smaller)}".encode())
     for run_id, state, started in history:
         digest.update(f"\n{run_id}|{state}|{int(started)}".encode())
+    for what in unsynced:
+        digest.update(f"\n{what}".encode())
     fingerprint = digest.hexdigest()
     loaded = [run_id for run_id, state, _ in history if state == DagRunState.SUCCESS]
     loading = [
@@ -134,6 +177,11 @@ def run_case(
         at_risk.append(f"{key} is loaded in {environment.name}: a run replaces its rows")
     elif loading:
         at_risk.append(f"a run is loading {key} in {environment.name} now")
+    elif unsynced:
+        at_risk.append(
+            f"{key} may be loaded in {environment.name}: {unsynced[0]} ran over it, and the "
+            "portal has not read its runs from Airflow yet"
+        )
     elif unknown:
         at_risk.append(
             f"{key} may hold rows of the adopted table in {environment.name} (no run of it yet)"

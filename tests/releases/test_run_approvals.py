@@ -134,6 +134,39 @@ def test_a_run_that_can_replace_loaded_data_in_prod_waits_for_an_approver(
     assert notice.subject.startswith("[APPROVAL NEEDED] run of")
 
 
+def test_a_partition_loaded_by_a_run_the_sync_has_not_read_yet_waits(
+    pipeline, envs, alice, deployed
+):
+    first, _ = ask(pipeline, envs["prod"], alice)  # never loaded: at once
+    RunRequest.objects.filter(id=first.id).update(state="submitted", run_state="success")
+    again, created = ask(pipeline, envs["prod"], alice)
+    assert created
+    assert again.state == RunRequest.State.AWAITING_APPROVAL
+    assert again.approval_reason.startswith(
+        f"2026-11-09 may be loaded in Prod: run now #{first.id} ran over it, and the portal has "
+        "not read its runs from Airflow yet."
+    )
+
+
+def test_a_partition_a_backfill_ran_over_after_the_last_sync_waits(pipeline, envs, alice, deployed):
+    from pipelines.models import SyncState
+
+    backfill = make_backfill(deployed["prod"], alice, state="succeeded")
+    Backfill.objects.filter(id=backfill.id).update(submitted_at=NOW, finished_at=NOW)
+    SyncState.objects.create(environment=envs["prod"], watermark=NOW - timedelta(minutes=1))
+    case = run_approvals.run_case(
+        pipeline=pipeline, environment=envs["prod"], partition=DAY9, accept_smaller=False
+    )
+    assert case.needs_approval
+    assert f"backfill #{backfill.id} ran over it" in case.message
+    synced_since = NOW + timedelta(seconds=30)
+    SyncState.objects.filter(environment=envs["prod"]).update(watermark=synced_since)
+    case = run_approvals.run_case(
+        pipeline=pipeline, environment=envs["prod"], partition=DAY9, accept_smaller=False
+    )
+    assert not case.needs_approval
+
+
 def test_loaded_partition_in_an_environment_without_approval_runs_at_once(
     pipeline, envs, alice, deployed, tasks_unsent
 ):
