@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 
 from pipelines.api.v1 import (
     DeploymentOut,
     EditOut,
     ErrorsOut,
+    allowed_pipeline,
     deployment_out,
     editable_pipeline,
     filtered_page,
@@ -26,6 +26,7 @@ from pipelines.api.v1 import (
 )
 from pipelines.authoring import services as authoring
 from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.core import access
 from pipelines.dashboards.forms import PromotionFilterForm
 from pipelines.deployments.models import Environment
 from pipelines.releases import checklist as readiness
@@ -345,14 +346,20 @@ def pipeline_upgrade(request: HttpRequest, slug: str) -> Any:
 
 @router.get(
     "/pipelines/{slug}/checklist",
-    response={200: ChecklistOut, 422: ErrorsOut, 404: DetailOut},
+    response={200: ChecklistOut, 422: ErrorsOut, 403: DetailOut, 404: DetailOut},
     description="The readiness checklist now, for a version (default: the newest) going to an "
-    "environment, as the promote form shows it.",
+    "environment, as the promote form shows it. 403: not a member of the pipeline's team nor a "
+    "platform admin (the promote page's rule).",
 )
 def checklist_get(
     request: HttpRequest, slug: str, environment: str, version: int | None = None
 ) -> Any:
-    pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
+    pipeline = allowed_pipeline(
+        request,
+        slug,
+        access.can_read_checklist,
+        "Only members of team {team} or a platform admin may read the checklist of {slug}.",
+    )
     env, found, errors = target_of(pipeline, environment, version)
     if errors:
         return Status(422, {"errors": errors})

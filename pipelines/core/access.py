@@ -61,3 +61,17 @@ def may_decide(user: object, request: Any, approver_teams: set[int]) -> bool:
     if request.requested_by_id == getattr(user, "pk", None):
         return False
     return is_platform_admin(user) or request.pipeline.team_id in approver_teams
+
+
+def can_read_checklist(user: object, pipeline: Any) -> bool:
+    """Members of the pipeline's team (who file its promotions) and platform admins (who
+    decide them) may read its readiness checklist; the promote page and the API both ask."""
+    return can_edit(user, pipeline) or is_platform_admin(user)
+
+
+def can_adopt_existing_table(user: object, pipeline: Any = None) -> bool:
+    """Only a platform admin may let a pipeline write into a warehouse table the portal did not
+    create; its editors may keep doing so once one has allowed it (Pipeline.adopt_allowed)."""
+    if is_platform_admin(user):
+        return True
+    return bool(pipeline is not None and pipeline.adopt_allowed)
