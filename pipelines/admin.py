@@ -9,6 +9,7 @@ versions, audit events, tokens) are read-only here: ReadOnlyAdmin.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
@@ -41,7 +42,12 @@ def snapshot(obj: db_models.Model) -> dict[str, Any]:
             related = getattr(obj, field.name)
             values[field.name] = None if related is None else str(related)
         else:
-            values[field.name] = field.value_from_object(obj)
+            value = field.value_from_object(obj)
+            # To the second, as the admin's date and time widgets show and post it: a save that
+            # keeps what the page showed is not a change of date_joined.
+            values[field.name] = (
+                value.replace(microsecond=0) if isinstance(value, datetime) else value
+            )
     if obj.pk is not None:
         for field in obj._meta.many_to_many:
             if field.name not in SECRET_FIELDS:

@@ -15,7 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from pipelines.core.tokens import token_create
-from pipelines.models import Deployment, PipelineHealth, PipelineVersion, Promotion
+from pipelines.models import Deployment, PipelineHealth, PipelineVersion, Promotion, Team
+from tests.conftest import make_user
 from tests.releases.conftest import edit, mark_deployed
 
 REASON = "Ready for stage: ran clean in dev."
@@ -394,3 +395,28 @@ def test_the_live_checklist_for_the_promote_form(api_client, ready, pipeline, en
     assert bad.status_code == 422
     assert set(bad.json()["errors"]) == {"environment", "version"}
     assert api_client.get(url).status_code == 422
+
+
+def test_the_checklist_is_refused_to_other_teams_like_the_page(ready, pipeline, envs, mallory):
+    url = "/api/v1/pipelines/orders-daily/checklist?environment=stage&version=1"
+    growth = Team.objects.create(slug="growth", name="Growth", domain="marketing")
+    grace = make_user("grace", growth, role="approver")
+
+    for outsider in (mallory, grace):
+        response = token_client(outsider).get(url)
+        assert response.status_code == 403
+        assert response.json() == {
+            "detail": "Only members of team payments or a platform admin may read the checklist "
+            "of orders-daily."
+        }
+
+
+def test_a_platform_admin_reads_any_checklist(ready, pipeline, envs, mallory):
+    mallory.is_superuser = True
+    mallory.save()
+    url = "/api/v1/pipelines/orders-daily/checklist?environment=stage&version=1"
+
+    response = token_client(mallory).get(url)
+
+    assert response.status_code == 200
+    assert response.json()["ready"] is True
