@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from pipelines.authoring.models import Pipeline, validate_target_table
 from pipelines.authoring.spec import Column, PipelineSpec
+from pipelines.catalog import selectors as catalog
 from pipelines.catalog.models import SourceColumn, SourceTable
 from pipelines.core import access, schedule
 from pipelines.core.models import Membership, Team
@@ -79,12 +80,7 @@ def source_tables() -> list[SourceTable]:
 
 def granted_source_tables(user: Any) -> list[SourceTable]:
     """The tables of the source databases granted to a team of `user` (what the form offers)."""
-    return list(
-        SourceTable.objects.filter(database__teams__memberships__user=user)
-        .select_related("database")
-        .distinct()
-        .order_by("database__name", "name")
-    )
+    return list(catalog.granted_tables(user=user).order_by("database__name", "name"))
 
 
 def source_refusal(table: SourceTable, team: Team) -> str | None:

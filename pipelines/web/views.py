@@ -307,7 +307,9 @@ def dag_source(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @require_GET
 @login_required
 def catalog(request: HttpRequest) -> HttpResponse:
-    return render(request, "pipelines/catalog.html", {"tables": selectors.catalog_list()})
+    return render(
+        request, "pipelines/catalog.html", {"tables": selectors.catalog_list(user=request.user)}
+    )
 
 
 def _pipeline_health(request: HttpRequest, pipeline: Pipeline, spec) -> dict:

@@ -168,3 +168,22 @@ def test_the_migration_grants_every_existing_source_to_every_existing_team(
         assert set(database.teams.all()) == {team, growth}
     pipeline.refresh_from_db()
     assert pipeline.adopt_allowed  # its newest version adopts: it keeps doing so
+
+
+def test_the_catalog_page_lists_the_users_sources_and_everything_to_a_platform_admin(
+    client, alice, mallory, orders, crm
+):
+    client.force_login(alice)
+    mine = client.get(reverse("pipelines:catalog")).content.decode()
+    client.force_login(mallory)
+    nobody = client.get(reverse("pipelines:catalog")).content.decode()
+    mallory.is_superuser = True
+    mallory.save()
+    admin = client.get(reverse("pipelines:catalog")).content.decode()
+
+    assert "shop.orders" in mine
+    assert "Granted to Payments." in mine
+    assert "crm.customers" not in mine
+    assert "No source is granted to your teams yet" in nobody
+    assert "shop.orders" in admin
+    assert "crm.customers" in admin
