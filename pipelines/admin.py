@@ -18,11 +18,12 @@ from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
 from django.db import models as db_models
-from django.db import transaction
+from django.db import router, transaction
 from django.forms import ModelForm
 from django.http import HttpRequest
 
 from pipelines import models
+from pipelines.authoring.forms import source_refusal
 from pipelines.core import access
 from pipelines.core.audit import audit_record
 from pipelines.core.models import AuditEvent
@@ -158,8 +159,12 @@ class AuditedAdmin(admin.ModelAdmin):
                 before=befores.get(id(obj)), after=None, parent=parent,
             )  # fmt: skip
 
+    def deleted_snapshot(self, obj: Any) -> dict[str, Any]:
+        """The row before a delete, with what the delete takes along (see TeamAdmin)."""
+        return snapshot(obj)
+
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        before, label = snapshot(obj), str(obj)
+        before, label = self.deleted_snapshot(obj), str(obj)
         super().delete_model(request, obj)
         audit_admin_change(
             request, action=self.audit_action, obj=obj, label=label, before=before, after=None
@@ -168,7 +173,7 @@ class AuditedAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         # The changelist's "delete selected" action is not wrapped in a transaction by Django.
         with transaction.atomic(using=queryset.db):
-            rows = [(obj, snapshot(obj), str(obj)) for obj in queryset]
+            rows = [(obj, self.deleted_snapshot(obj), str(obj)) for obj in queryset]
             super().delete_queryset(request, queryset)
             for obj, before, label in rows:
                 audit_admin_change(
@@ -199,11 +204,19 @@ class MembershipInline(admin.TabularInline):
     extra = 1
 
 
+class WithMemberships:
+    """Deleting a team or a user deletes its memberships (who approves): the event lists them."""
+
+    def deleted_snapshot(self, obj: Any) -> dict[str, Any]:
+        roles = sorted(str(m) for m in obj.memberships.select_related("team", "user"))
+        return super().deleted_snapshot(obj) | {"memberships": roles}  # type: ignore[misc]
+
+
 User = get_user_model()
 
 
 @admin.register(models.Team)
-class TeamAdmin(AuditedAdmin):
+class TeamAdmin(WithMemberships, AuditedAdmin):
     """Members and their roles (approvers decide four-eyes requests), alert routes."""
 
     list_display = ["slug", "name", "domain"]
@@ -214,10 +227,24 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class UserAdmin(AuditedAdmin, BaseUserAdmin):
+class UserAdmin(WithMemberships, AuditedAdmin, BaseUserAdmin):
     """Django's user admin, audited (a superuser is a platform admin), with the memberships."""
 
     inlines = [MembershipInline]
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> Any:
+        # Django's password form saves outside the admin's change transaction: record the change
+        # (never the password) with it, in one transaction.
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            response = super().user_change_password(request, id, form_url)
+            if request.method == "POST" and response.status_code == 302:
+                user = self.get_object(request, id)
+                audit_record(
+                    actor=request.user,
+                    action=self.audit_action,
+                    summary=f"Admin: Changed the password of user “{user}”.",
+                )
+        return response
 
     def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         # The add form is Django's two-step one (username and password first).
@@ -274,8 +301,25 @@ class EnvironmentAdmin(AuditedAdmin):
     ]
 
 
+class PipelineAdminForm(ModelForm):
+    """The rules of PipelineForm that a team, owner or table change here could break."""
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        team, owner = data.get("team"), data.get("owner")
+        table = data.get("source_table")
+        if team is not None and table is not None:
+            refusal = source_refusal(table, team)
+            if refusal:
+                self.add_error("team", refusal)
+        if team and owner and not team.memberships.filter(user=owner).exists():
+            self.add_error("owner", f"{owner} is not a member of team {team.name}.")
+        return data
+
+
 @admin.register(models.Pipeline)
 class PipelineAdmin(AuditedAdmin):
+    form = PipelineAdminForm
     list_display = ["slug", "team", "owner", "target_table", "adopt_allowed", "created_at"]
     list_filter = ["team", "adopt_allowed"]
     search_fields = ["slug", "target_table"]

@@ -169,6 +169,37 @@ def test_a_platform_admin_made_in_the_user_admin_is_audited_without_the_password
         assert "password" not in (event.before or {}) | (event.after or {})
 
 
+def test_a_password_changed_in_the_admin_is_audited_without_the_password(as_root, root, alice):
+    page = reverse("admin:auth_user_password_change", args=[alice.id])
+
+    response = as_root.post(
+        page,
+        {
+            "password1": "another-Long-phrase-77",
+            "password2": "another-Long-phrase-77",
+            "usable_password": "true",
+        },
+    )
+
+    assert response.status_code == 302
+    [event] = events()
+    assert (event.actor, event.before, event.after) == (root, None, None)
+    assert event.summary == "Admin: Changed the password of user “alice”."
+    alice.refresh_from_db()
+    assert alice.check_password("another-Long-phrase-77")
+
+
+def test_a_team_deleted_in_the_admin_records_the_memberships_it_took_along(as_root, team, bob):
+    response = as_root.post(url(Team, "delete", team.id), {"post": "yes"})
+
+    assert response.status_code == 302
+    [event] = events()
+    assert event.after is None
+    assert event.before["slug"] == "payments"
+    assert event.before["memberships"] == ["bob in Payments (approver)"]
+    assert not Membership.objects.exists()
+
+
 def test_a_user_added_in_the_admin_is_audited_without_the_password(as_root):
     response = as_root.post(
         reverse("admin:auth_user_add"),
@@ -278,9 +309,11 @@ def pipeline(alice, orders):
 
 
 def test_a_pipelines_team_owner_and_table_changed_in_the_admin_are_audited(
-    as_root, root, pipeline, bob
+    as_root, root, pipeline, bob, orders
 ):
     growth = Team.objects.create(slug="growth", name="Growth", domain="marketing")
+    Membership.objects.create(team=growth, user=bob)
+    orders.database.teams.add(growth)
     page = url(Pipeline, "change", pipeline.id)
     before = AuditEvent.objects.count()
 
@@ -295,6 +328,22 @@ def test_a_pipelines_team_owner_and_table_changed_in_the_admin_are_audited(
     assert (event.action, event.actor, event.pipeline) == ("admin_changed", root, pipeline)
     assert event.before == {"team": "Payments", "owner": "alice", "target_table": "orders_daily"}
     assert event.after == {"team": "Growth", "owner": "bob", "target_table": "orders_v2"}
+
+
+def test_a_pipeline_moved_to_a_team_without_the_source_or_the_owner_is_refused(as_root, pipeline):
+    growth = Team.objects.create(slug="growth", name="Growth", domain="marketing")
+    before = AuditEvent.objects.count()
+    page = url(Pipeline, "change", pipeline.id)
+
+    response = as_root.post(page, posted(as_root, page, team=str(growth.id)))
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["team"] == ["Source shop is not granted to team Growth; ask a platform admin."]
+    assert errors["owner"] == ["alice is not a member of team Growth."]
+    pipeline.refresh_from_db()
+    assert pipeline.team.slug == "payments"
+    assert AuditEvent.objects.count() == before
 
 
 def test_a_failed_save_in_the_admin_changes_and_records_nothing(as_root, pipeline, team):
