@@ -162,7 +162,8 @@ class PipelineForm(forms.Form):
         required=False,
         label="Adopt an existing table",
         help_text="The target table already exists and was not created by the portal: take it "
-        "over, and let every run replace its partitions. Without this, such a table is refused.",
+        "over, and let every run replace its partitions. Without this, such a table is refused. "
+        "Only a platform admin may set it, or allow it for the pipeline.",
     )
 
     def __init__(
