@@ -139,6 +139,9 @@ class ConflictOut(Schema):
 
 
 REFUSED: dict[int, Any] = {403: DetailOut, 404: DetailOut, 409: ConflictOut}
+CHECKLIST_REFUSAL = (
+    "Only members of team {team} or a platform admin may read the checklists of {slug}."
+)
 
 
 def items_out(items: list[readiness.Item]) -> list[dict[str, Any]]:
@@ -225,23 +228,41 @@ def promotion_list(
     page: str = "1",
 ) -> Any:
     """The approvals queue, newest first; state=pending|approved|rejected|withdrawn|all; 50 per
-    page (page: a number or last)."""
+    page (page: a number or last). Only requests whose checklist the caller may read (their
+    teams' pipelines; all for a platform admin)."""
     form = PromotionFilterForm(
         {"state": state, "environment": environment, "pipeline": pipeline, "page": page}
     )
     return filtered_page(
         request,
         form,
-        lambda filters: selectors.promotion_queryset(**filters).select_related(
-            "decided_by", "deployment"
+        lambda filters: (
+            selectors.promotion_queryset(**filters)
+            .filter(access.checklist_readers(request.user))
+            .select_related("decided_by", "deployment")
         ),
         promotion_out,
     )
 
 
-@router.get("/promotions/{promotion_id}", response={200: PromotionOut, 404: DetailOut})
+@router.get(
+    "/promotions/{promotion_id}",
+    response={200: PromotionOut, 403: DetailOut, 404: DetailOut},
+    description="403: the request carries its checklist, which only the pipeline's team and "
+    "platform admins read.",
+)
 def promotion_get(request: HttpRequest, promotion_id: int) -> Any:
-    return promotion_out(selectors.promotion_get(promotion_id=promotion_id))
+    promotion = selectors.promotion_get(promotion_id=promotion_id)
+    if not access.can_read_checklist(request.user, promotion.pipeline):
+        return Status(
+            403,
+            {
+                "detail": CHECKLIST_REFUSAL.format(
+                    team=promotion.pipeline.team.slug, slug=promotion.pipeline.slug
+                )
+            },
+        )
+    return promotion_out(promotion)
 
 
 def decided(promotion: Promotion) -> dict[str, Any]:
@@ -354,12 +375,7 @@ def pipeline_upgrade(request: HttpRequest, slug: str) -> Any:
 def checklist_get(
     request: HttpRequest, slug: str, environment: str, version: int | None = None
 ) -> Any:
-    pipeline = allowed_pipeline(
-        request,
-        slug,
-        access.can_read_checklist,
-        "Only members of team {team} or a platform admin may read the checklist of {slug}.",
-    )
+    pipeline = allowed_pipeline(request, slug, access.can_read_checklist, CHECKLIST_REFUSAL)
     env, found, errors = target_of(pipeline, environment, version)
     if errors:
         return Status(422, {"errors": errors})

@@ -397,6 +397,11 @@ def test_the_live_checklist_for_the_promote_form(api_client, ready, pipeline, en
     assert api_client.get(url).status_code == 422
 
 
+REFUSAL = (
+    "Only members of team payments or a platform admin may read the checklists of orders-daily."
+)
+
+
 def test_the_checklist_is_refused_to_other_teams_like_the_page(ready, pipeline, envs, mallory):
     url = "/api/v1/pipelines/orders-daily/checklist?environment=stage&version=1"
     growth = Team.objects.create(slug="growth", name="Growth", domain="marketing")
@@ -405,10 +410,7 @@ def test_the_checklist_is_refused_to_other_teams_like_the_page(ready, pipeline, 
     for outsider in (mallory, grace):
         response = token_client(outsider).get(url)
         assert response.status_code == 403
-        assert response.json() == {
-            "detail": "Only members of team payments or a platform admin may read the checklist "
-            "of orders-daily."
-        }
+        assert response.json() == {"detail": REFUSAL}
 
 
 def test_a_platform_admin_reads_any_checklist(ready, pipeline, envs, mallory):
@@ -420,3 +422,18 @@ def test_a_platform_admin_reads_any_checklist(ready, pipeline, envs, mallory):
 
     assert response.status_code == 200
     assert response.json()["ready"] is True
+
+
+def test_promotions_carry_the_checklist_so_other_teams_do_not_read_them(filed, mallory, bob_api):
+    outsider = token_client(mallory)
+
+    one = outsider.get(f"/api/v1/promotions/{filed['id']}")
+    queue = outsider.get("/api/v1/promotions?state=all")
+    approver = bob_api.get("/api/v1/promotions?state=all").json()
+
+    assert one.status_code == 403
+    assert one.json() == {"detail": REFUSAL}
+    assert queue.status_code == 200
+    assert queue.json()["count"] == 0
+    assert [row["id"] for row in approver["results"]] == [filed["id"]]
+    assert approver["results"][0]["checklist"] == filed["checklist"]
