@@ -222,6 +222,10 @@ class TeamAdmin(WithMemberships, AuditedAdmin):
     list_display = ["slug", "name", "domain"]
     inlines = [MembershipInline]
 
+    def deleted_snapshot(self, obj: Any) -> dict[str, Any]:
+        sources = sorted(str(s) for s in obj.granted_sources.all())
+        return super().deleted_snapshot(obj) | {"granted_sources": sources}
+
 
 admin.site.unregister(User)
 

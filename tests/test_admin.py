@@ -189,7 +189,9 @@ def test_a_password_changed_in_the_admin_is_audited_without_the_password(as_root
     assert alice.check_password("another-Long-phrase-77")
 
 
-def test_a_team_deleted_in_the_admin_records_the_memberships_it_took_along(as_root, team, bob):
+def test_a_team_deleted_in_the_admin_records_the_memberships_it_took_along(
+    as_root, team, bob, orders
+):
     response = as_root.post(url(Team, "delete", team.id), {"post": "yes"})
 
     assert response.status_code == 302
@@ -197,6 +199,7 @@ def test_a_team_deleted_in_the_admin_records_the_memberships_it_took_along(as_ro
     assert event.after is None
     assert event.before["slug"] == "payments"
     assert event.before["memberships"] == ["bob in Payments (approver)"]
+    assert event.before["granted_sources"] == ["shop"]
     assert not Membership.objects.exists()
 
 
