@@ -58,10 +58,11 @@ def snapshot(obj: db_models.Model) -> dict[str, Any]:
 
 def stored(obj: db_models.Model) -> dict[str, Any] | None:
     """The snapshot of the row as the database holds it now (the admin's form has already
-    written the posted values into `obj`)."""
+    written the posted values into `obj`), locked: a second admin saving the same row at once
+    waits, so each event's "before" is the row that event's change overwrote."""
     if obj.pk is None:
         return None
-    row = type(obj)._default_manager.filter(pk=obj.pk).first()
+    row = type(obj)._default_manager.select_for_update().filter(pk=obj.pk).first()
     return None if row is None else snapshot(row)
 
 
