@@ -127,4 +127,10 @@ def seed_demo(*, today: date, airflow_url: str, dags_root: Path) -> None:
     build_source(source_path(), today)
     for slug, *_ in ENVIRONMENTS:
         sqlite3.connect(warehouse_path(slug)).close()
-    source_register(name="shop", url=f"sqlite:///{source_path().resolve()}", conn_id="demo_source")
+    # Granted to team demo only: frank (finance) sees the catalog scoped to his team's sources.
+    source_register(
+        name="shop",
+        url=f"sqlite:///{source_path().resolve()}",
+        conn_id="demo_source",
+        teams=["demo"],
+    )

@@ -1,7 +1,7 @@
 """The story: alice edits pipelines for team payments, bob approves for it, mallory is in no team.
 
-The catalog has one source, `shop`, with an `orders` table; dev, stage and prod environments
-exist. Builders set only what a test needs.
+The catalog has one source, `shop`, with an `orders` table, granted to team payments; dev,
+stage and prod environments exist. Builders set only what a test needs.
 """
 
 from __future__ import annotations
@@ -71,10 +71,13 @@ def make_source(
     dialect: str = "sqlite",
     conn_id: str = "demo_source",
     schema: str = "",
+    teams: tuple[str, ...] = ("payments",),
 ) -> SourceTable:
+    """A source table; its database is granted to the `teams` (slugs) that exist."""
     database, _ = SourceDatabase.objects.get_or_create(
         name=name, defaults={"dialect": dialect, "conn_id": conn_id}
     )
+    database.teams.add(*Team.objects.filter(slug__in=teams))
     source = SourceTable.objects.create(database=database, name=table, schema=schema)
     for position, (column, kind) in enumerate(columns):
         SourceColumn.objects.create(table=source, name=column, kind=kind, position=position)
@@ -82,7 +85,8 @@ def make_source(
 
 
 @pytest.fixture
-def orders(db) -> SourceTable:
+def orders(team) -> SourceTable:
+    """shop.orders, granted to team payments."""
     return make_source()
 
 

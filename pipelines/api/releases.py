@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 
 from pipelines.api.v1 import (
     DeploymentOut,
     EditOut,
     ErrorsOut,
+    allowed_pipeline,
     deployment_out,
     editable_pipeline,
     filtered_page,
@@ -27,6 +27,7 @@ from pipelines.api.v1 import (
 )
 from pipelines.authoring import services as authoring
 from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.core import access
 from pipelines.dashboards.forms import PromotionFilterForm
 from pipelines.deployments.models import Environment
 from pipelines.releases import checklist as readiness
@@ -139,6 +140,9 @@ class ConflictOut(Schema):
 
 
 REFUSED: dict[int, Any] = {403: DetailOut, 404: DetailOut, 409: ConflictOut}
+CHECKLIST_REFUSAL = (
+    "Only members of team {team} or a platform admin may read the checklists of {slug}."
+)
 
 
 def items_out(items: list[readiness.Item]) -> list[dict[str, Any]]:
@@ -225,23 +229,41 @@ def promotion_list(
     page: str = "1",
 ) -> Any:
     """The approvals queue, newest first; state=pending|approved|rejected|withdrawn|all; 50 per
-    page (page: a number or last)."""
+    page (page: a number or last). Only requests whose checklist the caller may read (their
+    teams' pipelines; all for a platform admin)."""
     form = PromotionFilterForm(
         {"state": state, "environment": environment, "pipeline": pipeline, "page": page}
     )
     return filtered_page(
         request,
         form,
-        lambda filters: selectors.promotion_queryset(**filters).select_related(
-            "decided_by", "deployment"
+        lambda filters: (
+            selectors.promotion_queryset(**filters)
+            .filter(access.checklist_readers(request.user))
+            .select_related("decided_by", "deployment")
         ),
         promotion_out,
     )
 
 
-@router.get("/promotions/{promotion_id}", response={200: PromotionOut, 404: DetailOut})
+@router.get(
+    "/promotions/{promotion_id}",
+    response={200: PromotionOut, 403: DetailOut, 404: DetailOut},
+    description="403: the request carries its checklist, which only the pipeline's team and "
+    "platform admins read.",
+)
 def promotion_get(request: HttpRequest, promotion_id: int) -> Any:
-    return promotion_out(selectors.promotion_get(promotion_id=promotion_id))
+    promotion = selectors.promotion_get(promotion_id=promotion_id)
+    if not access.can_read_checklist(request.user, promotion.pipeline):
+        return Status(
+            403,
+            {
+                "detail": CHECKLIST_REFUSAL.format(
+                    team=promotion.pipeline.team.slug, slug=promotion.pipeline.slug
+                )
+            },
+        )
+    return promotion_out(promotion)
 
 
 def decided(promotion: Promotion) -> dict[str, Any]:
@@ -350,14 +372,15 @@ def pipeline_upgrade(request: HttpRequest, slug: str) -> Any:
 
 @router.get(
     "/pipelines/{slug}/checklist",
-    response={200: ChecklistOut, 422: ErrorsOut, 404: DetailOut},
+    response={200: ChecklistOut, 422: ErrorsOut, 403: DetailOut, 404: DetailOut},
     description="The readiness checklist now, for a version (default: the newest) going to an "
-    "environment, as the promote form shows it.",
+    "environment, as the promote form shows it. 403: not a member of the pipeline's team nor a "
+    "platform admin (the promote page's rule).",
 )
 def checklist_get(
     request: HttpRequest, slug: str, environment: str, version: int | None = None
 ) -> Any:
-    pipeline = get_object_or_404(Pipeline.objects.select_related("team", "owner"), slug=slug)
+    pipeline = allowed_pipeline(request, slug, access.can_read_checklist, CHECKLIST_REFUSAL)
     env, found, errors = target_of(pipeline, environment, version)
     if errors:
         return Status(422, {"errors": errors})

@@ -139,7 +139,7 @@ class PipelineIn(Schema):
     owner: str = Field(description=form_help("owner") + " A member of the team.")
     source: str = Field(
         description="Source table as database.table, or the table name alone when it is unique "
-        "in the catalog."
+        "among the sources granted to your teams. The source must be granted to the team."
     )
     target_table: str = Field(description=form_help("target_table"))
     schedule: str = Field(description=form_help("schedule"), examples=[form_default("schedule")])

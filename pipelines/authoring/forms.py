@@ -11,35 +11,18 @@ from django.core.validators import URLValidator
 from django.urls import reverse
 from django.utils import timezone
 
-from pipelines.authoring.models import Pipeline
+from pipelines.authoring.models import Pipeline, validate_target_table
 from pipelines.authoring.spec import Column, PipelineSpec
+from pipelines.catalog import selectors as catalog
 from pipelines.catalog.models import SourceColumn, SourceTable
-from pipelines.core import schedule
+from pipelines.core import access, schedule
 from pipelines.core.models import Membership, Team
 
 User = get_user_model()
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")
-IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9:_.-]{0,49}$")
 MAX_TAGS = 10
-# Words that PostgreSQL or SQLite reserve: a table named like one would need quoting everywhere
-# a person writes SQL by hand, so the portal refuses it even though its own SQL quotes it.
-RESERVED_WORDS = frozenset(
-    """all analyse analyze and any array as asc asymmetric both case cast check collate column
-    constraint create current_catalog current_date current_role current_time
-    current_timestamp current_user default deferrable desc distinct do else end except false
-    fetch for foreign from grant group having in initially intersect into lateral leading
-    limit localtime localtimestamp not null offset on only or order placing primary
-    references returning select session_user some symmetric table then to trailing true
-    union unique user using variadic when where window with abort action add after attach
-    autoincrement before begin between by cascade commit conflict cross database delete
-    detach drop each escape exclusive exists explain fail filter full glob if ignore
-    immediate index indexed inner insert instead is isnull join key left like match natural
-    no notnull of outer plan pragma query raise recursive regexp reindex release rename
-    replace restrict right rollback row rows savepoint set temp temporary transaction
-    trigger update vacuum values view virtual without""".split()  # noqa: SIM905
-)
 BOUNDS = {
     "retries": (0, 10),
     "retry_delay_minutes": (1, 120),
@@ -93,6 +76,33 @@ def source_key(table: SourceTable) -> str:
 
 def source_tables() -> list[SourceTable]:
     return list(SourceTable.objects.select_related("database").order_by("database__name", "name"))
+
+
+def granted_source_tables(user: Any) -> list[SourceTable]:
+    """The tables of the source databases granted to a team of `user` (what the form offers)."""
+    return list(catalog.granted_tables(user=user).order_by("database__name", "name"))
+
+
+def source_refusal(table: SourceTable, team: Team) -> str | None:
+    """Why `team` may not read `table`, or None when its database is granted to the team."""
+    if table.database.teams.filter(pk=team.pk).exists():
+        return None
+    return f"Source {table.database.name} is not granted to team {team.name}; ask a platform admin."
+
+
+def unique_names(keys: Any) -> dict[str, str]:
+    """{table name: key} for the table names that occur once among `keys` (database.table)."""
+    by_name: dict[str, list[str]] = {}
+    for key in keys:
+        by_name.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+    return {name: found[0] for name, found in by_name.items() if len(found) == 1}
+
+
+ADOPT_REFUSAL = (
+    "Only a platform admin may adopt an existing warehouse table: leave this off, and ask a "
+    "platform admin to allow adoption for this pipeline (admin → Pipelines → Adopt allowed) "
+    "before you set it."
+)
 
 
 class PipelineForm(forms.Form):
@@ -152,7 +162,8 @@ class PipelineForm(forms.Form):
         required=False,
         label="Adopt an existing table",
         help_text="The target table already exists and was not created by the portal: take it "
-        "over, and let every run replace its partitions. Without this, such a table is refused.",
+        "over, and let every run replace its partitions. Without this, such a table is refused. "
+        "Only a platform admin may set it, or allow it for the pipeline.",
     )
 
     def __init__(
@@ -178,18 +189,19 @@ class PipelineForm(forms.Form):
                 label="Change note",
                 help_text="Why this change (shown in the version list and the audit log).",
             )
+        # Every table is a valid choice (so a source not granted to the team is refused with
+        # its reason, next to the field); the list offers only the user's teams' sources.
         self._tables = {source_key(t): t for t in source_tables()}
-        self.fields["source"].choices = [("", "Choose a source table")] + [
-            (key, key) for key in self._tables
-        ]
+        granted = [source_key(t) for t in granted_source_tables(user)]
+        source = self.fields["source"]
+        source.choices = [("", "Choose a source table")] + [(key, key) for key in self._tables]
+        source.widget.choices = [("", "Choose a source table")] + [(key, key) for key in granted]
         self._add_htmx_attrs()
         teams = Team.objects.filter(memberships__user=user).order_by("name")
         self.fields["team"].choices = [(t.slug, t.name) for t in teams]
-        # An API caller may name a source by table name alone when it is unique.
-        by_name: dict[str, list[str]] = {}
-        for key, table in self._tables.items():
-            by_name.setdefault(table.name, []).append(key)
-        self._unique_names = {name: keys[0] for name, keys in by_name.items() if len(keys) == 1}
+        # An API caller may name a source by table name alone when it is unique among the
+        # tables granted to its teams (or, failing that, in the whole catalog).
+        self._unique_names = unique_names(self._tables) | unique_names(granted)
         if self.is_bound and hasattr(self.data, "copy"):
             raw = self.data.get(self.add_prefix("source"))
             if isinstance(raw, str) and raw in self._unique_names:
@@ -234,13 +246,7 @@ class PipelineForm(forms.Form):
 
     def clean_target_table(self) -> str:
         table = self.cleaned_data["target_table"].strip()
-        if not IDENTIFIER_RE.match(table):
-            raise forms.ValidationError(
-                "Use a plain SQL identifier: lower-case letters, digits and underscores, "
-                "not starting with a digit, at most 63 characters."
-            )
-        if table in RESERVED_WORDS:
-            raise forms.ValidationError(f"“{table}” is a reserved SQL word; choose another name.")
+        validate_target_table(table)
         others = Pipeline.objects.filter(target_table=table)
         if self.pipeline is not None:
             others = others.exclude(pk=self.pipeline.pk)
@@ -300,6 +306,15 @@ class PipelineForm(forms.Form):
         if team is not None:
             self._clean_owner(data, team)
         table = self._tables.get(data.get("source", ""))
+        if table is not None and team is not None:
+            refusal = source_refusal(table, team)
+            if refusal:
+                self.add_error("source", refusal)
+                table = None
+        if data.get("adopt_existing_table") and not access.can_adopt_existing_table(
+            self.user, self.pipeline
+        ):
+            self.add_error("adopt_existing_table", ADOPT_REFUSAL)
         columns = {c.name: c for c in table.columns.all()} if table else {}
         if table is not None and not columns:
             self.add_error("source", "This table has no columns in the catalog; re-introspect it.")

@@ -28,6 +28,9 @@ def pipeline_create(*, spec: PipelineSpec, by: object) -> Pipeline:
         owner=owner,
         source_table=table,
         target_table=spec.target_table,
+        # PipelineForm lets only a platform admin ask to adopt (core.access): the ask is the
+        # allowance.
+        adopt_allowed=spec.adopt_existing_table,
         sla_minutes=spec.sla_minutes,
         runbook_url=spec.runbook_url,
         created_by=by,
@@ -74,7 +77,10 @@ def pipeline_edit(
         change_note=change_note,
     )
     Pipeline.objects.filter(pk=locked.pk).update(
-        owner=owner, sla_minutes=spec.sla_minutes, runbook_url=spec.runbook_url
+        owner=owner,
+        sla_minutes=spec.sla_minutes,
+        runbook_url=spec.runbook_url,
+        adopt_allowed=locked.adopt_allowed or spec.adopt_existing_table,
     )
     audit_record(
         actor=by,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from pipelines.core.models import Team
+
 
 class Dialect(models.TextChoices):
     POSTGRES = "postgres", "PostgreSQL"
@@ -19,6 +21,14 @@ class SourceDatabase(models.Model):
         max_length=250, help_text="Airflow connection id (the same in every environment)."
     )
     description = models.TextField(blank=True)
+    # Data belongs to teams: a pipeline of a team may read this database only when it is granted
+    # to that team. Platform admins grant in the admin (audited there).
+    teams = models.ManyToManyField(
+        Team,
+        blank=True,
+        related_name="granted_sources",
+        help_text="Teams whose pipelines may read this database.",
+    )
 
     def __str__(self) -> str:
         return self.name

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from pipelines.catalog.models import Dialect, SourceColumn, SourceDatabase, SourceTable
+from pipelines.core.models import Team
 
 Kind = SourceColumn.Kind
 # Database type names (lower-case, without size) → the portable kinds codegen understands.
@@ -95,9 +96,20 @@ def introspect(url: str, *, schema: str = "") -> dict[str, list[ColumnInfo]]:
 
 @transaction.atomic
 def source_register(
-    *, name: str, url: str, conn_id: str, schema: str = "", tables: list[str] | None = None
+    *,
+    name: str,
+    url: str,
+    conn_id: str,
+    schema: str = "",
+    tables: list[str] | None = None,
+    teams: list[str] | None = None,
 ) -> list[SourceTable]:
-    """Introspect `url` and upsert its tables and columns under SourceDatabase `name`."""
+    """Introspect `url` and upsert its tables and columns under SourceDatabase `name`, and grant
+    it to the teams named by slug (grants add up: registering again never revokes one)."""
+    granted = list(Team.objects.filter(slug__in=teams or []))
+    unknown = sorted(set(teams or []) - {t.slug for t in granted})
+    if unknown:
+        raise CatalogError(f"No team {', '.join(unknown)}.")
     found = introspect(url, schema=schema)
     if tables:
         missing = sorted(set(tables) - set(found))
@@ -107,6 +119,7 @@ def source_register(
     database, _ = SourceDatabase.objects.update_or_create(
         name=name, defaults={"dialect": dialect_of(url), "conn_id": conn_id}
     )
+    database.teams.add(*granted)
     db_schema = schema if database.dialect == Dialect.POSTGRES else ""
     result = []
     for table_name, columns in found.items():

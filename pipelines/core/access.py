@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from pipelines.core.models import Membership
 
@@ -61,3 +61,27 @@ def may_decide(user: object, request: Any, approver_teams: set[int]) -> bool:
     if request.requested_by_id == getattr(user, "pk", None):
         return False
     return is_platform_admin(user) or request.pipeline.team_id in approver_teams
+
+
+def can_read_checklist(user: object, pipeline: Any) -> bool:
+    """Members of the pipeline's team (who file its promotions; its approvers are members too)
+    and platform admins (who decide them) may read its readiness checklist and its promotion
+    requests, which carry the checklist; the pages and the API all ask."""
+    return can_edit(user, pipeline) or is_platform_admin(user)
+
+
+def checklist_readers(user: object, pipeline_path: str = "pipeline") -> Q:
+    """can_read_checklist as a filter on rows that reach a pipeline through `pipeline_path`."""
+    if is_platform_admin(user):
+        return Q()
+    if not getattr(user, "is_authenticated", False):
+        return Q(pk__in=[])
+    return Q(**{f"{pipeline_path}__team__memberships__user": user})
+
+
+def can_adopt_existing_table(user: object, pipeline: Any = None) -> bool:
+    """Only a platform admin may let a pipeline write into a warehouse table the portal did not
+    create; its editors may keep doing so once one has allowed it (Pipeline.adopt_allowed)."""
+    if is_platform_admin(user):
+        return True
+    return bool(pipeline is not None and pipeline.adopt_allowed)

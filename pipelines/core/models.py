@@ -135,6 +135,7 @@ class AuditEvent(models.Model):
         BACKFILL_PAUSED = "backfill_paused", "Backfill paused"
         BACKFILL_RESUMED = "backfill_resumed", "Backfill resumed"
         BACKFILL_CANCELLED = "backfill_cancelled", "Backfill cancelled"
+        ADMIN_CHANGED = "admin_changed", "Changed in the admin"
 
     # PROTECT everywhere: an event outlives nothing it names (a delete would rewrite history).
     actor = models.ForeignKey(

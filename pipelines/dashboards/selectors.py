@@ -20,8 +20,9 @@ from django.utils import timezone
 from pipelines.alerts.models import Alert
 from pipelines.authoring import codegen
 from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.catalog import selectors as catalog
 from pipelines.catalog.models import SourceTable
-from pipelines.core import schedule
+from pipelines.core import access, schedule
 from pipelines.core.airflow import DagRunState
 from pipelines.core.models import Membership, Team
 from pipelines.deployments.models import Deployment, Environment
@@ -242,11 +243,18 @@ def upgrades_list(*, user: object) -> dict[str, Any]:
     }
 
 
-def catalog_list() -> list[SourceTable]:
-    return list(
+def catalog_list(*, user: Any) -> list[SourceTable]:
+    """The tables `user` may build pipelines on: those of the sources granted to their teams (a
+    platform admin, who grants them, sees every source)."""
+    tables = (
         SourceTable.objects.select_related("database")
-        .prefetch_related("columns")
-        .order_by("database__name", "schema", "name")
+        if access.is_platform_admin(user)
+        else catalog.granted_tables(user=user)
+    )
+    return list(
+        tables.prefetch_related("columns", "database__teams").order_by(
+            "database__name", "schema", "name"
+        )
     )
 
 

@@ -39,3 +39,13 @@ def backfillable_pipeline(request: HttpRequest, slug: str) -> Pipeline:
         access.can_backfill,
         "Only members of team {team} or a platform admin may backfill this.",
     )
+
+
+def checklist_pipeline(request: HttpRequest, slug: str) -> Pipeline:
+    """The pipeline if the user may read its readiness checklist (its team, a platform admin)."""
+    return _allowed_pipeline(
+        request,
+        slug,
+        access.can_read_checklist,
+        "Only members of team {team} or a platform admin may read this checklist.",
+    )

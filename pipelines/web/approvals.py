@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -16,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from pipelines.backfills import selectors as backfill_selectors
+from pipelines.core import access
 from pipelines.dashboards.forms import PromotionFilterForm
 from pipelines.dashboards.selectors import keyset_page
 from pipelines.deployments.models import Environment
@@ -40,7 +42,8 @@ def queue_page(request: HttpRequest, *, status: int = 200, error: str = "") -> H
     values = form.values
     filters = {name: values[name] for name in ("state", "environment", "pipeline")}
     page = keyset_page(
-        selectors.promotion_queryset(**filters),
+        # Requests carry their checklists: the ones the viewer may read (core.access).
+        selectors.promotion_queryset(**filters).filter(access.checklist_readers(request.user)),
         selectors.QUEUE_ORDER,
         query=filters,
         page=str(values["page"]),
@@ -105,6 +108,11 @@ def promotion_detail(request: HttpRequest, promotion_id: int) -> HttpResponse:
     """The request, its checklists, and what approving would change; htmx polls the
     deployment's state alone."""
     promotion = selectors.promotion_get(promotion_id=promotion_id)
+    if not access.can_read_checklist(request.user, promotion.pipeline):
+        raise PermissionDenied(
+            f"Only members of team {promotion.pipeline.team.name} or a platform admin may read "
+            "this request."
+        )
     if request.htmx:
         return render(request, "pipelines/_approval_deployment.html", {"promotion": promotion})
     return _page(request, promotion)
@@ -122,6 +130,9 @@ def _decide(
 
     def refused(status: int, error: str, form: DecisionForm) -> HttpResponse:
         promotion = selectors.promotion_get(promotion_id=promotion_id)
+        if not access.can_read_checklist(request.user, promotion.pipeline):
+            # Someone who may not read the request gets the refusal, not the request's page.
+            return HttpResponse(error, status=status, content_type="text/plain; charset=utf-8")
         return _page(request, promotion, status=status, error=error, posted={action: form})
 
     then = reverse("pipelines:promotion", args=[promotion_id])

@@ -20,7 +20,7 @@ from pipelines.releases import checklist as readiness
 from pipelines.releases import selectors as release_selectors
 from pipelines.releases import services as releases
 from pipelines.releases.forms import PromotionForm
-from pipelines.web.access import editable_pipeline
+from pipelines.web.access import checklist_pipeline, editable_pipeline
 
 
 def _version(pipeline: Pipeline, raw: str) -> PipelineVersion:
@@ -87,7 +87,7 @@ def promote(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def promote_checklist(request: HttpRequest, slug: str) -> HttpResponse:
     """The checklist and the change for the environment and version the form shows (htmx)."""
-    pipeline = editable_pipeline(request, slug)
+    pipeline = checklist_pipeline(request, slug)
     form = PromotionForm(request.GET, pipeline=pipeline)
     return render(request, "pipelines/_promote_checklist.html", _checklist_context(pipeline, form))
 

@@ -17,7 +17,7 @@ from pipelines.alerts.models import Alert
 from pipelines.authoring import codegen
 from pipelines.authoring import services as authoring
 from pipelines.authoring.codegen import CodegenError
-from pipelines.authoring.forms import PipelineForm, initial_from_spec, source_tables
+from pipelines.authoring.forms import PipelineForm, granted_source_tables, initial_from_spec
 from pipelines.authoring.models import Pipeline
 from pipelines.catalog.models import SourceTable
 from pipelines.core import access, schedule
@@ -72,7 +72,7 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
         "tz_names": schedule.zone_names(),
         "first_environment": Environment.objects.order_by("order").first(),
     }
-    context |= column_choices(form["source"].value())
+    context |= column_choices(request.user, form["source"].value())
     return render(request, "pipelines/create.html", context)
 
 
@@ -115,7 +115,7 @@ def pipeline_edit(request: HttpRequest, slug: str) -> HttpResponse:
         "presets": list(schedule.PRESETS.items()),
         "tz_names": schedule.zone_names(),
     }
-    context |= column_choices(form["source"].value())
+    context |= column_choices(request.user, form["source"].value())
     return render(request, "pipelines/create.html", context)
 
 
@@ -184,8 +184,9 @@ def schedule_explain(request: HttpRequest) -> HttpResponse:
     return render(request, "pipelines/_schedule_explain.html", {"explain": explain})
 
 
-def column_choices(source: str | None) -> dict:
-    tables = {f"{t.database.name}.{t.qualified_name}": t for t in source_tables()}
+def column_choices(user: object, source: str | None) -> dict:
+    """The columns of `source` when it is granted to a team of `user` (none otherwise)."""
+    tables = {f"{t.database.name}.{t.qualified_name}": t for t in granted_source_tables(user)}
     table: SourceTable | None = tables.get(source or "")
     columns = list(table.columns.all()) if table else []
     return {"columns": columns, "source_table": table}
@@ -195,7 +196,9 @@ def column_choices(source: str | None) -> dict:
 @login_required
 def source_columns(request: HttpRequest) -> HttpResponse:
     return render(
-        request, "pipelines/_source_columns.html", column_choices(request.GET.get("source"))
+        request,
+        "pipelines/_source_columns.html",
+        column_choices(request.user, request.GET.get("source")),
     )
 
 
@@ -304,7 +307,9 @@ def dag_source(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @require_GET
 @login_required
 def catalog(request: HttpRequest) -> HttpResponse:
-    return render(request, "pipelines/catalog.html", {"tables": selectors.catalog_list()})
+    return render(
+        request, "pipelines/catalog.html", {"tables": selectors.catalog_list(user=request.user)}
+    )
 
 
 def _pipeline_health(request: HttpRequest, pipeline: Pipeline, spec) -> dict:

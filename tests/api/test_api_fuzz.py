@@ -267,7 +267,11 @@ def test_wrong_json_types_and_missing_fields_are_422_by_field(api_client, orders
     assert not Pipeline.objects.exists()
 
 
-def test_typed_payload_with_the_new_fields_creates_the_pipeline(api_client, orders, environments):
+def test_typed_payload_with_the_new_fields_creates_the_pipeline(
+    api_client, alice, orders, environments
+):
+    alice.is_superuser = True  # only a platform admin may adopt an existing table
+    alice.save()
     body = pipeline_payload(shrink_guard_percent=80, adopt_existing_table=True)
     response = api_client.post("/api/v1/pipelines", body, content_type="application/json")
     assert response.status_code == 201, response.content

@@ -15,7 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from pipelines.core.tokens import token_create
-from pipelines.models import Deployment, PipelineHealth, PipelineVersion, Promotion
+from pipelines.models import Deployment, PipelineHealth, PipelineVersion, Promotion, Team
+from tests.conftest import make_user
 from tests.releases.conftest import edit, mark_deployed
 
 REASON = "Ready for stage: ran clean in dev."
@@ -395,3 +396,45 @@ def test_the_live_checklist_for_the_promote_form(api_client, ready, pipeline, en
     assert bad.status_code == 422
     assert set(bad.json()["errors"]) == {"environment", "version"}
     assert api_client.get(url).status_code == 422
+
+
+REFUSAL = (
+    "Only members of team payments or a platform admin may read the checklists of orders-daily."
+)
+
+
+def test_the_checklist_is_refused_to_other_teams_like_the_page(ready, pipeline, envs, mallory):
+    url = "/api/v1/pipelines/orders-daily/checklist?environment=stage&version=1"
+    growth = Team.objects.create(slug="growth", name="Growth", domain="marketing")
+    grace = make_user("grace", growth, role="approver")
+
+    for outsider in (mallory, grace):
+        response = token_client(outsider).get(url)
+        assert response.status_code == 403
+        assert response.json() == {"detail": REFUSAL}
+
+
+def test_a_platform_admin_reads_any_checklist(ready, pipeline, envs, mallory):
+    mallory.is_superuser = True
+    mallory.save()
+    url = "/api/v1/pipelines/orders-daily/checklist?environment=stage&version=1"
+
+    response = token_client(mallory).get(url)
+
+    assert response.status_code == 200
+    assert response.json()["ready"] is True
+
+
+def test_promotions_carry_the_checklist_so_other_teams_do_not_read_them(filed, mallory, bob_api):
+    outsider = token_client(mallory)
+
+    one = outsider.get(f"/api/v1/promotions/{filed['id']}")
+    queue = outsider.get("/api/v1/promotions?state=all")
+    approver = bob_api.get("/api/v1/promotions?state=all").json()
+
+    assert one.status_code == 403
+    assert one.json() == {"detail": REFUSAL}
+    assert queue.status_code == 200
+    assert queue.json()["count"] == 0
+    assert [row["id"] for row in approver["results"]] == [filed["id"]]
+    assert approver["results"][0]["checklist"] == filed["checklist"]

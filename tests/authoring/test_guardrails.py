@@ -190,6 +190,8 @@ def test_api_rejects_wrong_types_with_field_errors(api_client, world):
 
 
 def test_the_guard_settings_are_recorded_on_the_version(api_client, world):
+    world.is_superuser = True  # only a platform admin may adopt an existing table
+    world.save()
     payload = pipeline_payload(shrink_guard_percent=0, adopt_existing_table=True)
     response = api_client.post(
         "/api/v1/pipelines", json.dumps(payload), content_type="application/json"

@@ -249,7 +249,9 @@ def warehouse(request, airflow, worker, alice):
         target_schema="analytics" if kind == "postgres" else "",
     )
     url = f"sqlite:///{IT_DIR / 'source.sqlite3'}" if kind == "sqlite" else pg_url(PG_SOURCE)
-    source_register(name="shop", url=url, conn_id=f"it_source_{kind}", tables=["orders"])
+    source_register(
+        name="shop", url=url, conn_id=f"it_source_{kind}", tables=["orders"], teams=["payments"]
+    )
     return kind
 
 

@@ -47,6 +47,7 @@ def dev(airflow, worker, alice):
         url=f"sqlite:///{IT_DIR / 'source.sqlite3'}",
         conn_id="it_source_sqlite",
         tables=["orders"],
+        teams=["payments"],
     )
     return make_environment(
         "dev",

@@ -52,7 +52,10 @@ def backfill_world(live_server, airflow, worker, alice):
         target_schema="",
     )
     source_register(
-        name="shop", url=f"sqlite:///{IT_DIR / 'source.sqlite3'}", conn_id="it_source_sqlite"
+        name="shop",
+        url=f"sqlite:///{IT_DIR / 'source.sqlite3'}",
+        conn_id="it_source_sqlite",
+        teams=["payments"],
     )
     name = unique("bf-orders")
     form = PipelineForm(form_data(name=name, target_table=name.replace("-", "_")), user=alice)

@@ -31,7 +31,10 @@ def browser_world(live_server, airflow, worker, alice):
         target_schema="",
     )
     source_register(
-        name="shop", url=f"sqlite:///{IT_DIR / 'source.sqlite3'}", conn_id="it_source_sqlite"
+        name="shop",
+        url=f"sqlite:///{IT_DIR / 'source.sqlite3'}",
+        conn_id="it_source_sqlite",
+        teams=["payments"],
     )
     return live_server
 

@@ -131,7 +131,11 @@ def stages(airflow, worker, warehouse_connections, alice, bob) -> tuple[Environm
     )
     Team.objects.filter(slug="payments").update(quiet_email="payments-alerts@example.com")
     source_register(
-        name="shop", url=pg_url(PG_SOURCE), conn_id="it_source_postgres", tables=["orders"]
+        name="shop",
+        url=pg_url(PG_SOURCE),
+        conn_id="it_source_postgres",
+        tables=["orders"],
+        teams=["payments"],
     )
     return dev, stage
 

@@ -64,7 +64,10 @@ def promo_world(live_server, airflow, worker, alice, bob):
         **common,
     )
     source_register(
-        name="shop", url=f"sqlite:///{IT_DIR / 'source.sqlite3'}", conn_id="it_source_sqlite"
+        name="shop",
+        url=f"sqlite:///{IT_DIR / 'source.sqlite3'}",
+        conn_id="it_source_sqlite",
+        teams=["payments"],
     )
     name = unique("promo-orders")
     form = PipelineForm(form_data(name=name, target_table=name.replace("-", "_")), user=alice)

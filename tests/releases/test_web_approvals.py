@@ -414,3 +414,21 @@ def test_decisions_are_posts(client, bob, filed):
     assert client.get(url).status_code == 405
     filed.refresh_from_db()
     assert filed.state == State.PENDING
+
+
+def test_someone_outside_the_team_may_not_read_a_request_and_its_checklists(
+    client, bob, mallory, filed
+):
+    client.force_login(mallory)
+    page = client.get(reverse("pipelines:promotion", args=[filed.id]))
+    approve = client.post(reverse("pipelines:promotion-approve", args=[filed.id]), {})
+    queue = client.get(reverse("pipelines:approvals")).content.decode()
+
+    assert page.status_code == 403
+    assert f'id="promotion-{filed.id}"' not in queue
+    assert approve.status_code == 403
+    assert "Only approvers of team Payments" in approve.content.decode()
+    assert "Owner set" not in approve.content.decode()
+    client.force_login(bob)
+    own_team = client.get(reverse("pipelines:approvals")).content.decode()
+    assert f'id="promotion-{filed.id}"' in own_team

@@ -407,3 +407,18 @@ def test_outsiders_may_not_promote_roll_back_or_upgrade(client, ready, envs, mal
     html = page(client, pipeline)
     assert 'id="env-actions-' not in html
     assert PipelineHealth.objects.count() == 1  # the page only read
+
+
+def test_the_checklist_fragment_follows_the_read_rule(client, ready, envs, mallory):
+    pipeline = ready.pipeline
+    data = {"environment": "stage", "version": "1"}
+    client.force_login(mallory)
+    refused = client.get(url("promote-checklist", pipeline), data)
+
+    mallory.is_superuser = True  # a platform admin decides promotions: may read the checklist
+    mallory.save()
+    allowed = client.get(url("promote-checklist", pipeline), data)
+
+    assert refused.status_code == 403
+    assert allowed.status_code == 200
+    assert "Owner set" in allowed.content.decode()

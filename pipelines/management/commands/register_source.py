@@ -14,6 +14,13 @@ class Command(BaseCommand):
         parser.add_argument("--conn-id", required=True, help="Airflow connection id for it")
         parser.add_argument("--schema", default="", help="PostgreSQL schema (default public)")
         parser.add_argument("--table", action="append", dest="tables", help="Only this table")
+        parser.add_argument(
+            "--team",
+            action="append",
+            dest="teams",
+            help="Grant the source to this team (slug; repeat for more). Platform admins can "
+            "grant more later in the admin.",
+        )
 
     def handle(self, *args, **opts):
         try:
@@ -23,6 +30,7 @@ class Command(BaseCommand):
                 conn_id=opts["conn_id"],
                 schema=opts["schema"],
                 tables=opts["tables"],
+                teams=opts["teams"],
             )
         except CatalogError as exc:
             raise CommandError(str(exc)) from exc
