@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 
 from pipelines.api.releases import DecisionIn, DetailOut
-from pipelines.api.v1 import ErrorsOut, allowed_pipeline, filtered_page, form_errors
+from pipelines.api.v1 import ErrorsOut, InputSchema, allowed_pipeline, filtered_page, form_errors
 from pipelines.backfills import selectors
 from pipelines.backfills import services as backfills
 from pipelines.backfills.forms import MAX_ACTIVE_RUNS, REASON_MAX, BackfillForm
@@ -38,7 +38,7 @@ def form_help(name: str) -> str:
 # --- What the API reads ----------------------------------------------------------------------
 
 
-class BackfillPreviewIn(Schema):
+class BackfillPreviewIn(InputSchema):
     """Checked by BackfillForm, the backfill page's form: the same fields, the same messages."""
 
     environment: str = Field(description="Slug of an environment the pipeline is deployed to.")

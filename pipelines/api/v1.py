@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Field, NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
+from pydantic import ConfigDict
 
 from pipelines.authoring import services
 from pipelines.authoring.codegen import CodegenError
@@ -58,14 +59,29 @@ def errors_response(request: HttpRequest, errors: dict[str, list[str]]) -> HttpR
     return api.create_response(request, {"errors": errors}, status=422)
 
 
+class InputSchema(Schema):
+    """The base of every body the API reads: a field it does not know is refused (422 naming
+    it), so a misspelled option is never silently replaced by its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _error_message(item: dict[str, Any]) -> str:
+    kind = item.get("type")
+    if kind == "missing":  # the form's words for a missing field
+        return "This field is required."
+    if kind == "extra_forbidden":
+        return "Unknown field: this endpoint does not take it (check the spelling)."
+    return item.get("msg") or "Invalid."
+
+
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     errors: dict[str, list[str]] = {}
     for item in exc.errors:
         loc = [str(p) for p in item.get("loc", []) if p not in ("body", "payload", "query")]
-        # The form's words for a missing field, and one key per field (not per list item).
-        msg = "This field is required." if item.get("type") == "missing" else item.get("msg")
-        msg = msg or "Invalid."
+        # One key per field (not per list item); an unknown field is the key of its own error.
+        msg = _error_message(item)
         if len(loc) > 1:
             msg = f"{'.'.join(loc[1:])}: {msg}"
         errors.setdefault(loc[0] if loc else "__all__", []).append(msg)
@@ -94,7 +110,7 @@ def form_bounds(name: str) -> dict[str, int]:
     return {"minimum": low, "maximum": high}
 
 
-class PipelineIn(Schema):
+class PipelineIn(InputSchema):
     """A new pipeline. Types are checked here (a wrong JSON type is a 422 on its field); values
     are checked by PipelineForm, the one validation the web form uses too."""
 
@@ -164,12 +180,12 @@ class PipelineEditIn(PipelineIn):
     change_note: str = Field(description="Why this change (the version list, the audit log).")
 
 
-class DeploymentIn(Schema):
+class DeploymentIn(InputSchema):
     environment: str = Field(description="Slug of the environment, e.g. dev.")
     version: int = Field(description="Number of the pipeline version to deploy.")
 
 
-class RunIn(Schema):
+class RunIn(InputSchema):
     environment: str
     partition: str
     accept_smaller: bool = Field(

@@ -15,6 +15,7 @@ from pipelines.authoring.models import Pipeline
 from pipelines.authoring.spec import Column, PipelineSpec
 from pipelines.catalog.models import SourceColumn, SourceTable
 from pipelines.core import schedule
+from pipelines.core.forms import StrictForm
 from pipelines.core.models import Membership, Team
 
 User = get_user_model()
@@ -95,7 +96,7 @@ def source_tables() -> list[SourceTable]:
     return list(SourceTable.objects.select_related("database").order_by("database__name", "name"))
 
 
-class PipelineForm(forms.Form):
+class PipelineForm(StrictForm):
     """Validate a new pipeline. After is_valid(), `self.spec` is the frozen PipelineSpec."""
 
     name = forms.CharField(

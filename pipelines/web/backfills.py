@@ -43,7 +43,6 @@ from pipelines.web.decisions import decision_answer
 # BackfillError's errors: templates cannot read a name that starts with an underscore).
 ERROR_SLOTS = ("form", "environment", "start", "end", "reprocess", "max_active_runs", "reason")
 FORM_FIELDS = ("environment", "start", "end", "reprocess", "max_active_runs", "reason")
-EXTRA_FIELDS = ("allow_over_cap", "fingerprint")
 
 
 # --- the form and its preview ----------------------------------------------------------------
@@ -74,7 +73,8 @@ def _bound(pipeline: Pipeline, data: Any) -> BackfillForm:
         "reprocess": Backfill.Reprocess.MISSING,
         "max_active_runs": "1",
     }
-    given = {name: data[name] for name in (*FORM_FIELDS, *EXTRA_FIELDS) if name in data}
+    # Every posted key reaches the form, which refuses one it does not know (StrictForm).
+    given = {name: data[name] for name in data}
     return _widgets(BackfillForm(defaults | given, pipeline=pipeline))
 
 
