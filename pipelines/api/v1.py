@@ -405,6 +405,8 @@ def pipeline_create(request: HttpRequest, payload: PipelineIn) -> Any:
         return Status(422, {"errors": form_errors(form)})
     try:
         pipeline = services.pipeline_create(spec=form.spec, by=request.user)
+    except services.CreateError as exc:  # created by another request meanwhile: as the form says
+        return Status(422, {"errors": {exc.field: [exc.message]}})
     except CodegenError as exc:  # a render that fails the shape check is a bug, said plainly
         return Status(422, {"errors": {"__all__": [str(exc)]}})
     return Status(201, pipeline_out(pipeline))

@@ -11,6 +11,7 @@ from django.core.validators import URLValidator
 from django.urls import reverse
 from django.utils import timezone
 
+from pipelines.authoring import services
 from pipelines.authoring.models import Pipeline
 from pipelines.authoring.spec import Column, PipelineSpec
 from pipelines.catalog.models import SourceColumn, SourceTable
@@ -230,7 +231,7 @@ class PipelineForm(StrictForm):
                 "and not ending with a hyphen (it becomes the Airflow DAG id)."
             )
         if self.pipeline is None and Pipeline.objects.filter(slug=name).exists():
-            raise forms.ValidationError(f"A pipeline named “{name}” already exists.")
+            raise forms.ValidationError(services.name_taken_message(name))
         return name
 
     def clean_target_table(self) -> str:
@@ -247,10 +248,7 @@ class PipelineForm(StrictForm):
             others = others.exclude(pk=self.pipeline.pk)
         taken_by = others.values_list("slug", flat=True)
         if taken_by:
-            raise forms.ValidationError(
-                f"Pipeline “{taken_by[0]}” already writes to table “{table}”: two pipelines "
-                "writing one table would overwrite each other's partitions."
-            )
+            raise forms.ValidationError(services.table_taken_message(taken_by[0], table))
         return table
 
     def clean_schedule(self) -> str:

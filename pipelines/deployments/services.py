@@ -102,6 +102,9 @@ def deployment_request(
         raise ApprovalRequired(approval_required_message(environment))
     if problem := template_problem(version):
         raise DeployError(problem)
+    # Two requests at once (a double click): the version's row lock makes the second wait and
+    # find the first one's row, instead of both inserting and one hitting the unique constraint.
+    PipelineVersion.objects.select_for_update().filter(pk=version.pk).first()
     deployment = (
         Deployment.objects.select_for_update()
         .filter(version=version, environment=environment)

@@ -54,6 +54,8 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
                 pipeline = deploy.pipeline_create_and_deploy(
                     spec=form.spec, by=request.user, environment=first_env
                 )
+            except authoring.CreateError as exc:  # created by another request meanwhile
+                form.add_error(exc.field, exc.message)
             except CodegenError as exc:
                 form.add_error(None, f"The DAG could not be generated: {exc}")
             except deploy.DeployError as exc:
