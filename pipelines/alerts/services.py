@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -447,6 +448,22 @@ def message_for(delivery: AlertDelivery) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
+# "@here", "@channel", "@everyone" (and Slack's "!here"… inside <>): a zero-width space after
+# the "@" leaves them readable and notifies no one.
+_BROADCAST_RE = re.compile(r"@(here|channel|everyone)\b", re.IGNORECASE)
+
+
+def slack_text(text: str) -> str:
+    """Return `text` as Slack shows it verbatim: no mention, broadcast or link markup survives.
+
+    Reasons, comments and names are typed by users and quoted in messages; escaped here, once,
+    for every message the webhook sends (the portal's own words use no Slack markup).
+    """
+    # Reference: https://api.slack.com/reference/surfaces/formatting#escaping
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BROADCAST_RE.sub("@\u200b\\1", escaped)
+
+
 def _post_webhook(env_name: str, text: str) -> None:
     """POST a Slack-compatible message to the URL held by environment variable `env_name`."""
     # Reference: https://api.slack.com/messaging/webhooks ("text" is the fallback and the message)
@@ -457,7 +474,7 @@ def _post_webhook(env_name: str, text: str) -> None:
     if not url:
         raise DeliveryRejected(f"Environment variable {env_name} is not set.")
     response = requests.post(
-        url, json={"text": text}, timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS
+        url, json={"text": slack_text(text)}, timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS
     )
     if response.status_code == 429 or response.status_code >= 500:
         raise requests.HTTPError(f"webhook answered {response.status_code}", response=response)
