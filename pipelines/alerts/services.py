@@ -474,12 +474,20 @@ def _post_webhook(env_name: str, text: str) -> None:
     if not url:
         raise DeliveryRejected(f"Environment variable {env_name} is not set.")
     response = requests.post(
-        url, json={"text": slack_text(text)}, timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS
+        url,
+        json={"text": slack_text(text)},
+        timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS,
+        allow_redirects=False,  # the URL is a secret: never send the message on elsewhere
     )
     if response.status_code == 429 or response.status_code >= 500:
         raise requests.HTTPError(f"webhook answered {response.status_code}", response=response)
     if response.status_code >= 400:
         raise DeliveryRejected(f"Webhook answered {response.status_code}: {response.text[:200]}")
+    if response.status_code >= 300:
+        raise DeliveryRejected(
+            f"Webhook answered {response.status_code}, a redirect, which is not followed: set "
+            f"${env_name} to the address that answers itself."
+        )
 
 
 def _error_text(delivery: AlertDelivery, exc: Exception) -> str:

@@ -617,3 +617,18 @@ def test_sla_task_evaluates_alerts(pipeline, airflow):
     with time_machine.travel(utc(2026, 11, 10, 3, 1), tick=False):
         tasks.sla_evaluate_all()
     assert {a.kind for a in open_alerts()} == {"sla_missed"}
+
+
+@responses.activate
+def test_webhook_redirect_is_not_followed(pipeline, airflow, monkeypatch):
+    monkeypatch.setenv("PAYMENTS_ONCALL_WEBHOOK", ONCALL_WEBHOOK)
+    responses.post(ONCALL_WEBHOOK, status=307, headers={"Location": "https://evil.test/hook"})
+    elsewhere = responses.post("https://evil.test/hook", body="ok")
+    scheduled(airflow, 10, "failed")
+    evaluate(airflow, utc(2026, 11, 10, 3), "prod")
+    delivery = AlertDelivery.objects.get(channel="webhook")
+    alerts.delivery_send(delivery_id=delivery.id)
+    delivery.refresh_from_db()
+    assert delivery.state == "failed"
+    assert delivery.error.startswith("Webhook answered 307, a redirect, which is not followed")
+    assert elsewhere.call_count == 0

@@ -371,6 +371,9 @@ def test_environments_on_one_airflow_may_not_have_overlapping_prefixes(
         slug="dev",
         name="Dev",
         airflow_url="http://airflow.example.com" if same_airflow else "http://other.example.com",
+        # Another Airflow has its own credentials (reading stage's would be refused).
+        airflow_username_env="PORTAL_AIRFLOW_USERNAME" if same_airflow else "PORTAL_AIRFLOW_U2",
+        airflow_password_env="PORTAL_AIRFLOW_PASSWORD" if same_airflow else "PORTAL_AIRFLOW_P2",
         dags_folder="/srv/airflow/dags/dev",
         dag_id_prefix=mine,
         warehouse_conn_id="w",
@@ -559,3 +562,71 @@ def test_an_older_request_registering_after_a_newer_one_was_written_is_supersede
     deploy._registered(v1, token)
     v1.refresh_from_db()
     assert v1.state == Deployment.State.SUPERSEDED
+
+
+def unsaved_environment(**overrides) -> Environment:
+    values = {
+        "slug": "dev",
+        "name": "Dev",
+        "airflow_url": "http://localhost:8080",
+        "dags_folder": "/srv/airflow/dags/dev",
+        "dag_id_prefix": "",
+        "warehouse_conn_id": "w",
+        "warehouse_dialect": "postgres",
+    }
+    return Environment(**(values | overrides))
+
+
+def refusal(env: Environment) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as caught:
+        env.full_clean()
+    return caught.value.message_dict
+
+
+@pytest.mark.parametrize(
+    ("theirs", "mine"),
+    [
+        ("http://127.0.0.1:8080", "http://localhost:8080"),
+        ("http://127.0.0.1:8080/", "http://LOCALHOST:8080//"),
+        ("http://[::1]:8080", "http://localhost:8080"),
+        ("http://127.0.0.1", "http://localhost:80"),
+        ("https://127.0.0.1/airflow/", "https://localhost:443/airflow"),
+    ],
+)
+def test_one_airflow_spelled_two_ways_is_one_airflow(db, theirs, mine):
+    make_environment("stage", 1, airflow_url=theirs, dag_id_prefix="")
+    errors = refusal(unsaved_environment(airflow_url=mine))
+    assert "Environment “stage” uses the same Airflow" in errors["dag_id_prefix"][0]
+
+
+@pytest.mark.parametrize(
+    "mine",
+    ["http://localhost:8081", "https://localhost:8080", "http://localhost:8080/other"],
+)
+def test_another_port_scheme_or_path_is_another_airflow(db, mine):
+    make_environment("stage", 1, airflow_url="http://127.0.0.1:8080", dag_id_prefix="")
+    unsaved_environment(
+        airflow_url=mine,
+        airflow_username_env="PORTAL_AIRFLOW_DEV_USERNAME",
+        airflow_password_env="PORTAL_AIRFLOW_DEV_PASSWORD",
+    ).full_clean()
+
+
+def test_another_airflows_credential_variable_is_refused(db):
+    make_environment("prod", 1, airflow_url="http://127.0.0.1:9090", dag_id_prefix="prod__")
+    errors = refusal(unsaved_environment(airflow_username_env="PORTAL_AIRFLOW_DEV_USERNAME"))
+    assert errors["airflow_password_env"][0].startswith(
+        "Environment “prod” reads PORTAL_AIRFLOW_PASSWORD for another Airflow"
+    )
+    # The same Airflow (another prefix) may share them.
+    unsaved_environment(airflow_url="http://localhost:9090", dag_id_prefix="dev__").full_clean()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://admin:secret@airflow.example.com:8080", "http://admin@airflow.example.com"],
+)
+def test_an_airflow_url_with_credentials_is_refused_when_saved(db, url):
+    errors = refusal(unsaved_environment(airflow_url=url))
+    assert errors["airflow_url"][0].startswith("Put no user name or password in the Airflow URL")
+    assert "secret" not in str(errors)
