@@ -49,6 +49,7 @@ from django.utils import timezone
 from pipelines.alerts.models import Alert, AlertDelivery
 from pipelines.authoring.models import Pipeline
 from pipelines.core import schedule
+from pipelines.core.errors import user_error
 from pipelines.core.models import Team
 from pipelines.core.secrets import webhook_env_problem
 from pipelines.deployments.models import Environment
@@ -279,10 +280,9 @@ def alerts_evaluate(
             try:
                 evaluate_one(pid)
             except Exception as exc:  # one pipeline's bug must not stop the others' alerts
-                logger.exception(
-                    "alerts of pipeline %s in %s could not be evaluated", pid, environment.slug
-                )
-                result.errors[pid] = repr(exc)
+                doing = f"evaluating the alerts of pipeline {pid} in {environment.slug}"
+                error = user_error(exc, doing=doing)
+                result.errors[pid] = f"Its alerts could not be evaluated: {error}."
         Alert.objects.bulk_update(touched, ["severity", "summary", "detail", "last_seen_at"])
         for delivery in AlertDelivery.objects.bulk_create(deliveries):
             result.delivery_ids.append(delivery.id)
@@ -491,10 +491,19 @@ def _post_webhook(env_name: str, text: str) -> None:
 
 
 def _error_text(delivery: AlertDelivery, exc: Exception) -> str:
-    if delivery.channel == Channel.WEBHOOK and not isinstance(exc, requests.HTTPError):
-        # requests puts the URL in its messages, and a webhook URL is a secret.
-        return f"{type(exc).__name__} posting to the webhook in ${delivery.target}"
-    return f"{type(exc).__name__}: {exc}"
+    """The delivery's last_error: a sentence, never a driver's text (requests' holds the URL,
+    and a webhook URL is a secret)."""
+    if isinstance(exc, requests.HTTPError):  # our own words: "webhook answered 503"
+        return f"The {exc}."
+    if delivery.channel == Channel.WEBHOOK:
+        where = f"the webhook in ${delivery.target}"
+    else:
+        where = f"{delivery.target} through the mail server"
+    if isinstance(exc, requests.Timeout | TimeoutError):
+        return f"No answer in time delivering to {where}."
+    if isinstance(exc, OSError):  # requests', socket and SMTP errors
+        return f"Could not deliver to {where}: the connection failed or the server refused it."
+    return f"Could not deliver to {where}: {user_error(exc, doing=f'delivery {delivery.id}')}."
 
 
 def delivery_send(*, delivery_id: int) -> None:

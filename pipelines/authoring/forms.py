@@ -16,6 +16,7 @@ from pipelines.authoring.models import Pipeline
 from pipelines.authoring.spec import Column, PipelineSpec
 from pipelines.catalog.models import SourceColumn, SourceTable
 from pipelines.core import schedule
+from pipelines.core.errors import user_error
 from pipelines.core.forms import StrictForm
 from pipelines.core.models import Membership, Team
 
@@ -368,7 +369,9 @@ class PipelineForm(StrictForm):
             except schedule.ScheduleError as exc:
                 self.add_error("schedule", str(exc))
             except schedule.schedule_errors() as exc:  # a cron croniter parses but cannot walk
-                self.add_error("schedule", f"The portal cannot work out when this runs: {exc}.")
+                self.add_error(
+                    "schedule", f"The portal cannot work out when this runs: {user_error(exc)}."
+                )
 
     def _build_spec(self, data: dict[str, Any], team: Team, table: SourceTable) -> PipelineSpec:
         return PipelineSpec(

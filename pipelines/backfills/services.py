@@ -43,6 +43,7 @@ from pipelines.core.airflow import (
     AirflowUnavailable,
 )
 from pipelines.core.audit import audit_record
+from pipelines.core.errors import user_error
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring.models import PipelineHealth, RunRecord
 from pipelines.runs.services import partition_range
@@ -672,7 +673,7 @@ def backfill_step(*, backfill_id: int) -> float | None:
         _end(backfill, token, State.FAILED, f"Airflow refused: {exc.message}")
     except Exception as exc:  # a bug: retried with backoff, then capped
         logger.exception("backfill step %s failed", backfill_id)
-        return Backfill.release(backfill.id, token, error=f"{type(exc).__name__}: {exc}")
+        return Backfill.release(backfill.id, token, error=user_error(exc))
     return None
 
 

@@ -225,6 +225,16 @@ def airflow_address(url: str) -> AirflowAddress:
     return AirflowAddress(scheme=scheme, hosts=frozenset(hosts), port=port, path=path)
 
 
+def _unreachable_reason(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "it did not answer in time"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed (its certificate, or the CA bundle)"
+    if isinstance(exc, requests.ConnectionError):
+        return "the connection failed (refused, reset, or the host name is unknown)"
+    return "the request could not be sent"
+
+
 class AirflowClient:
     def __init__(
         self,
@@ -285,7 +295,11 @@ class AirflowClient:
                 **kwargs,
             )
         except requests.RequestException as exc:
-            raise AirflowUnavailable(f"Airflow at {self.base_url} is unreachable: {exc}") from exc
+            # requests' text (pools, object addresses, the proxy) is for the log, not a page.
+            logger.warning("Airflow at %s %s %s: %r", self.base_url, method, path, exc)
+            raise AirflowUnavailable(
+                f"Airflow at {self.base_url} is unreachable: {_unreachable_reason(exc)}."
+            ) from exc
         if 300 <= response.status_code < 400:
             raise AirflowError(
                 f"Airflow at {self.base_url} answered {response.status_code}, a redirect, which "

@@ -39,6 +39,7 @@ from pipelines.authoring.spec import PipelineSpec
 from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable
 from pipelines.core.audit import audit_record
 from pipelines.core.dagfiles import DagPathError, dag_file_path
+from pipelines.core.errors import user_error
 from pipelines.deployments.models import REQUEST_ORDER, Deployment, Environment
 
 logger = logging.getLogger(__name__)
@@ -184,9 +185,15 @@ def deployment_run(*, deployment_id: int) -> float | None:
         return Deployment.release(deployment.id, token, error=str(exc))
     except AirflowError as exc:
         _fail(deployment, token, exc.message)
-    except Exception as exc:  # an unwritable folder, a full disk, a bug: retried, then capped
-        logger.exception("deploy step of %s failed", deployment.dag_id)
-        return Deployment.release(deployment.id, token, error=f"{type(exc).__name__}: {exc}")
+    except OSError as exc:  # an unwritable folder, a full disk: retried, then capped
+        logger.warning("deploy step of %s failed: %r", deployment.dag_id, exc)
+        folder = deployment.environment.dags_folder
+        why = exc.strerror or "the file system refused it"  # the OS's words, not a traceback
+        error = f"The DAG file could not be written to {folder}: {why}."
+        return Deployment.release(deployment.id, token, error=error)
+    except Exception as exc:  # a bug: retried, then capped
+        error = user_error(exc, doing=f"the deploy step of {deployment.dag_id}")
+        return Deployment.release(deployment.id, token, error=f"The step failed: {error}.")
     return None
 
 

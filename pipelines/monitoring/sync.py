@@ -32,6 +32,7 @@ from pipelines.core.airflow import (
     DagRunState,
     run_failure_text,
 )
+from pipelines.core.errors import user_error
 from pipelines.deployments.models import Environment
 from pipelines.monitoring import health, monitor
 from pipelines.monitoring.models import NEVER_STARTED, PipelineHealth, RunRecord, SyncState
@@ -170,8 +171,8 @@ def environment_sync(*, environment_id: int, client: AirflowClient | None = None
             return _sync(environment, state, started, client)
     except Exception as exc:
         if not isinstance(exc, AirflowError):  # those wrote their own last_error
-            logger.exception("sync of environment %s failed", environment.slug)
-            SyncState.objects.filter(id=state.id).update(last_error=f"Sync failed: {exc!r}")
+            error = f"Sync failed: {user_error(exc, doing=f'syncing {environment.slug}')}."
+            SyncState.objects.filter(id=state.id).update(last_error=error)
         raise
     finally:
         # Fenced by our own lease: a sync that outlived it must not free a newer one's claim.
@@ -212,7 +213,8 @@ def _sync(
         try:
             by_dag[environment.dag_id_for(d.spec.name)] = d
         except Exception as exc:
-            _failed(environment, d.pipeline_id, errors, f"Its DAG id cannot be made: {exc!r}")
+            error = f"Its DAG id cannot be made: {user_error(exc)}."
+            _failed(environment, d.pipeline_id, errors, error)
     prefix = environment.dag_id_prefix
     try:
         records, seen = [], 0
@@ -229,7 +231,9 @@ def _sync(
                         now=started,
                     )
                 except Exception as exc:  # one odd run must not stop the environment's sync
-                    error = f"The sync could not read run {run.get('dag_run_id')!r}: {exc!r}"
+                    error = (
+                        f"The sync could not read run {run.get('dag_run_id')!r}: {user_error(exc)}."
+                    )
                     _failed(environment, d.pipeline_id, errors, error)
                     continue
                 records.append(record)
@@ -337,8 +341,10 @@ def explain_failures(environment: Environment, client: AirflowClient) -> int:
         try:
             reason = run_failure_text(client, dag_id, dag_run_id)
         except Exception as exc:  # an answer we cannot read must not stop the sync
-            logger.exception("reading why %s %s failed", dag_id, dag_run_id)
-            reason = f"The portal could not read why this run failed: {exc}"
+            reason = (
+                "The portal could not read why this run failed: "
+                f"{user_error(exc, doing=f'reading why {dag_id} {dag_run_id} failed')}."
+            )
         if reason is None:
             break  # Airflow unreachable: the next sync asks again
         RunRecord.objects.filter(id=record_id).update(error=reason)

@@ -21,6 +21,7 @@ from pipelines.authoring.forms import PipelineForm, initial_from_spec, source_ta
 from pipelines.authoring.models import Pipeline
 from pipelines.catalog.models import SourceTable
 from pipelines.core import access, schedule
+from pipelines.core.errors import user_error
 from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
 from pipelines.dashboards.forms import (
@@ -162,7 +163,7 @@ def explain_schedule(cron: str, tz: str, now: datetime | None = None, grain: str
     except schedule.ScheduleError as exc:
         return {"error": str(exc)}
     except schedule.schedule_errors() as exc:  # parsed, but croniter cannot walk it
-        return {"error": f"The portal cannot work out when this runs: {exc}."}
+        return {"error": f"The portal cannot work out when this runs: {user_error(exc)}."}
     return {
         "cron": cron,
         "tz": tz,

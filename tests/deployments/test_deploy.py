@@ -519,8 +519,26 @@ def test_unwritable_folder_ends_failed_after_the_attempt_cap(
             break
     assert waits == [2.0, 4.0, None]
     assert deployment.attempts == 3
-    assert deployment.error.startswith("Gave up after 3 attempts. Last error: NotADirectoryError")
-    assert deployment.last_error.startswith("NotADirectoryError")
+    said = f"The DAG file could not be written to {blocker / 'dags'}: Not a directory."
+    assert deployment.error == f"Gave up after 3 attempts. Last error: {said}"
+    assert deployment.last_error == said
+
+
+def test_a_bug_in_a_deploy_step_is_a_sentence_for_users_and_a_traceback_in_the_log(
+    version, dev, alice, fake_airflow, monkeypatch, caplog
+):
+    deployment = request(version, dev, alice)
+
+    def bug(*args, **kwargs):
+        raise TypeError("int() argument must be a string, not 'NoneType'")
+
+    monkeypatch.setattr(deploy, "_write", bug)
+    make_due(deployment)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.last_error.startswith("The step failed: an internal error (reference ")
+    assert "int()" not in deployment.last_error
+    assert "TypeError: int() argument" in caplog.text
 
 
 def test_stale_worker_cannot_overwrite_the_newer_workers_result(version, dev, alice, fake_airflow):

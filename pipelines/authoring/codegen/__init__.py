@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from psycopg import sql as pgsql
 
 from pipelines.authoring.spec import PipelineSpec
+from pipelines.core.errors import user_error
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "partitioned_load.py.tmpl"
 # What a PipelineVersion records as "the template it was rendered with": a name people read and
@@ -486,7 +487,7 @@ def check_source(source: str) -> dict[str, Any]:
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise CodegenError(f"The rendered DAG does not parse: {exc}") from None
+        raise CodegenError(f"The rendered DAG does not parse: {user_error(exc)}.") from None
     assign = spec_node(tree)
     for node in ast.walk(assign.value):
         if not isinstance(node, _LITERAL_NODES):
