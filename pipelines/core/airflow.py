@@ -9,6 +9,7 @@ from /auth/token is fetched lazily and fetched again once on a 401.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -17,6 +18,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -276,6 +278,9 @@ class AirflowClient:
         )
         self.session.trust_env = False
         self._token: str | None = None
+        # Airflow's clock at its latest answer (the Date header, to the second): what Airflow's
+        # own timestamps (parse times, import errors) are compared with, never the portal's.
+        self.server_time: datetime | None = None
 
     @classmethod
     def for_environment(cls, environment: Any) -> AirflowClient:
@@ -300,6 +305,7 @@ class AirflowClient:
             raise AirflowUnavailable(
                 f"Airflow at {self.base_url} is unreachable: {_unreachable_reason(exc)}."
             ) from exc
+        self._read_clock(response)
         if 300 <= response.status_code < 400:
             raise AirflowError(
                 f"Airflow at {self.base_url} answered {response.status_code}, a redirect, which "
@@ -308,6 +314,11 @@ class AirflowClient:
                 status=response.status_code,
             )
         return response
+
+    def _read_clock(self, response: requests.Response) -> None:
+        # Reference: https://www.rfc-editor.org/rfc/rfc9110#field.date (every answer has one)
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            self.server_time = parsedate_to_datetime(response.headers["Date"])
 
     def _authenticate(self) -> str:
         response = self._send(

@@ -220,6 +220,17 @@ class Deployment(Outbox):
         auto_now_add=True, help_text="Set again when the same version is asked for again."
     )
     written_at = models.DateTimeField(null=True, blank=True)
+    airflow_written_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Airflow's clock when the file was written (its Date header, to the second): "
+        "its parse and import-error times are compared with this, not the portal's clock.",
+    )
+    parsed_before = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Airflow's last parse of the DAG before the write: only a newer one counts.",
+    )
     registered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import responses
 import time_machine
 from django.contrib.admin.sites import site
 from django.core.exceptions import ValidationError
@@ -648,3 +649,79 @@ def test_an_airflow_url_with_credentials_is_refused_when_saved(db, url):
     errors = refusal(unsaved_environment(airflow_url=url))
     assert errors["airflow_url"][0].startswith("Put no user name or password in the Airflow URL")
     assert "secret" not in str(errors)
+
+
+# --- registration by Airflow's clock ------------------------------------------------------------
+
+
+def test_an_airflow_clock_behind_the_portals_still_registers(version, dev, alice, fake_airflow):
+    """Airflow's parse times are 10 minutes behind the portal's clock: compared with the
+    portal's write time they would never be 'after the write', and the deploy would time out."""
+    fake_airflow.skew = -timedelta(minutes=10)
+    deployment = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYED
+    assert deployment.airflow_written_at < deployment.written_at - timedelta(minutes=9)
+
+
+def test_an_airflow_clock_ahead_does_not_take_an_old_parse_for_the_new_file(
+    version, dev, alice, fake_airflow, monkeypatch
+):
+    """Airflow is 10 minutes ahead and parsed the DAG 2 minutes ago by its clock (8 minutes in
+    the portal's future): that parse is of the old file, not a registration."""
+    fake_airflow.skew = timedelta(minutes=10)
+    old_parse = (timezone.now() + timedelta(minutes=8)).isoformat()
+    fake_airflow.dags["orders_daily"] = {
+        "dag_id": "orders_daily",
+        "is_paused": False,
+        "last_parsed_time": old_parse,
+        "file_token": "tok",
+    }
+    monkeypatch.setattr(fake_airflow, "get_dag", lambda dag_id: fake_airflow.dags[dag_id])
+    deployment = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYING
+    assert deployment.parsed_before.isoformat() == old_parse
+
+    # Airflow parses the new file (by its clock, after the write): now it is registered.
+    parsed = fake_airflow.server_time + timedelta(seconds=2)
+    fake_airflow.dags["orders_daily"]["last_parsed_time"] = parsed.isoformat()
+    make_due(deployment)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYED
+
+
+def test_a_parse_in_the_same_second_before_the_write_does_not_count(
+    version, dev, alice, fake_airflow, monkeypatch
+):
+    """Airflow's Date has whole seconds: a parse earlier in that second is not after the write,
+    and the parse seen before the write tells them apart."""
+    now = fake_airflow.server_time
+    before = (now + timedelta(microseconds=300)).isoformat()
+    fake_airflow.dags["orders_daily"] = {
+        "dag_id": "orders_daily",
+        "is_paused": False,
+        "last_parsed_time": before,
+        "file_token": "tok",
+    }
+    monkeypatch.setattr(fake_airflow, "get_dag", lambda dag_id: fake_airflow.dags[dag_id])
+    deployment = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYING
+
+
+@responses.activate
+def test_the_client_reads_airflows_clock_from_the_date_header(settings):
+    responses.add(
+        responses.GET,
+        "http://airflow.test/api/v2/monitor/health",
+        json={},
+        headers={"Date": "Sat, 05 Dec 2026 19:00:07 GMT"},
+    )
+    client = AirflowClient("http://airflow.test", "u", "p")
+    client.health()
+    assert client.server_time == datetime(2026, 12, 5, 19, 0, 7, tzinfo=UTC)
