@@ -127,8 +127,12 @@ def run_request(
         active = RunRequest.objects.filter(
             ACTIVE, pipeline=pipeline, environment=environment, partition=key
         ).first()
-        if active is None:
-            raise
+        if active is None:  # it finished between our insert and this read: say so, no 500
+            raise RunError(
+                "partition",
+                f"Another request for {key} was being made at the same moment; look at the "
+                "runs below, and ask again if it still needs loading.",
+            ) from None
         return active, False
     audit_record(
         actor=by,
