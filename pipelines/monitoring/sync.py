@@ -202,7 +202,12 @@ def _collector_paused() -> Iterator[None]:
 def _sync(
     environment: Environment, state: SyncState, started: datetime, client: AirflowClient | None
 ) -> SyncResult:
-    client = client or AirflowClient.for_environment(environment)
+    if client is None:
+        try:
+            client = AirflowClient.for_environment(environment)
+        except AirflowError as exc:  # a URL refused by a rule newer than the row: say so
+            SyncState.objects.filter(id=state.id).update(last_error=exc.message)
+            raise
     since = state.watermark - OVERLAP if state.watermark else started - FIRST_SYNC_LOOKBACK
     unreadable: dict[int, monitor.Unreadable] = {}
     deployed = monitor.deployed_pipelines(environment, unreadable=unreadable)

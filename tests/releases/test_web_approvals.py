@@ -414,3 +414,12 @@ def test_decisions_are_posts(client, bob, filed):
     assert client.get(url).status_code == 405
     filed.refresh_from_db()
     assert filed.state == State.PENDING
+
+
+def test_a_decision_with_a_field_the_form_does_not_know_is_refused(client, bob, filed, envs):
+    response = post(client, bob, "approve", filed, coment="typo")
+
+    assert response.status_code == 422
+    assert "Unknown field “coment”" in response.content.decode()
+    filed.refresh_from_db()
+    assert filed.state == State.PENDING
