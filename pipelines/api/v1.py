@@ -88,6 +88,41 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     return errors_response(request, errors)
 
 
+def _query_names(operation: Any) -> set[str] | None:
+    """The query parameters `operation` reads, or None when they cannot be told."""
+    names: set[str] = set()
+    for model in getattr(operation, "models", ()):
+        if getattr(model, "__ninja_param_source__", None) != "query":
+            continue
+        for name, field in model.model_fields.items():
+            names.add(field.alias or name)
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, Schema):  # Query[Schema], flattened
+                names.update(f.alias or n for n, f in kind.model_fields.items())
+    return names
+
+
+def refuse_unknown_query(run: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Answer 422 naming each query parameter the operation does not read: a misspelled filter
+    (?verdit=failing) would otherwise be ignored and answer everything."""
+    operation = getattr(run, "__self__", None)
+    known = _query_names(operation)
+
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        unknown = sorted(set(request.GET) - known) if known is not None else []
+        if unknown:
+            message = (
+                "Unknown query parameter: this endpoint does not take it (check the spelling)."
+            )
+            return errors_response(request, {name[:100]: [message] for name in unknown[:10]})
+        return run(request, *args, **kwargs)
+
+    return checked
+
+
+api.add_decorator(refuse_unknown_query, mode="view")
+
+
 @api.exception_handler(AuthenticationError)
 def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return api.create_response(

@@ -99,3 +99,32 @@ def test_run_now_form_refuses_an_unknown_field(logged_in):
     )
     assert "Unknown field “acept_smaller”" in response.content.decode()
     assert not RunRequest.objects.exists()
+
+
+def test_a_misspelled_query_parameter_is_422_naming_it(api_client, alice, orders, environments):
+    response = api_client.get("/api/v1/health?verdit=failing")
+    assert response.status_code == 422
+    assert list(response.json()["errors"]) == ["verdit"]
+    assert api_client.get("/api/v1/health?verdict=failing").status_code == 200
+
+
+def test_every_get_endpoint_refuses_an_unknown_query_parameter(
+    api_client, alice, orders, environments
+):
+    post(api_client, "/api/v1/pipelines", pipeline_payload())
+    api.urls  # noqa: B018
+    checked = 0
+    for _prefix, router in api._routers:
+        for path, view in router.path_operations.items():
+            for operation in view.operations:
+                if "GET" not in operation.methods or "docs" in path or "openapi" in path:
+                    continue
+                url = "/api/v1" + path.format(
+                    slug="orders-daily", a=1, b=1, number=1, deployment_id=1, run_id=1,
+                    promotion_id=1, backfill_id=1, id=1,
+                )  # fmt: skip
+                response = api_client.get(url, {"no_such_param": "1"})
+                assert response.status_code == 422, (path, response.status_code)
+                assert list(response.json()["errors"]) == ["no_such_param"], path
+                checked += 1
+    assert checked >= 10
