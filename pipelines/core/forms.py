@@ -7,6 +7,7 @@ too) share the forms, so both refuse it with the same sentence.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -20,6 +21,19 @@ def unknown_fields_message(names: list[str]) -> str:
     if len(names) == 1:
         return f"Unknown field {quoted}: this form does not take it (check the spelling)."
     return f"Unknown fields {quoted}: this form does not take them (check the spelling)."
+
+
+def unknown_fields(data: Any, known: Iterable[str]) -> list[str]:
+    """The keys of posted `data` that are none of `known` (nor the CSRF token), sorted."""
+    allowed = set(known) | IGNORED_FIELDS
+    return sorted(str(key)[:100] for key in data if key not in allowed)
+
+
+def unknown_fields_error(data: Any, known: Iterable[str]) -> str | None:
+    """For a view that reads a few posted keys without a form: the sentence refusing the
+    others, or None."""
+    unknown = unknown_fields(data, known)
+    return unknown_fields_message(unknown[:10]) if unknown else None
 
 
 class StrictForm(forms.Form):
@@ -37,8 +51,7 @@ class StrictForm(forms.Form):
     def unknown_fields(self) -> list[str]:
         if not self.is_bound or not hasattr(self.data, "keys"):
             return []
-        known = self.known_names()
-        return sorted(str(key)[:100] for key in self.data if key not in known)
+        return unknown_fields(self.data, self.known_names())
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -29,6 +29,7 @@ from pipelines.backfills import services as backfills
 from pipelines.backfills.forms import BackfillForm
 from pipelines.backfills.models import Backfill
 from pipelines.core import access
+from pipelines.core.forms import unknown_fields_error
 from pipelines.core.models import Team
 from pipelines.dashboards.forms import BackfillFilterForm
 from pipelines.dashboards.selectors import keyset_page
@@ -283,6 +284,9 @@ def _control(
     done: str,
 ) -> HttpResponse:
     """Pause, resume or cancel; a refusal renders the page with the reason and its status."""
+    if unknown := unknown_fields_error(request.POST, ()):
+        backfill = selectors.backfill_get(backfill_id=backfill_id)
+        return _page(request, backfill, status=422, error=unknown)
     try:
         control(backfill_id=backfill_id, by=request.user)
     except backfills.BackfillError as exc:

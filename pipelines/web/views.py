@@ -22,6 +22,7 @@ from pipelines.authoring.models import Pipeline
 from pipelines.catalog.models import SourceTable
 from pipelines.core import access, schedule
 from pipelines.core.errors import user_error
+from pipelines.core.forms import unknown_fields_error
 from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
 from pipelines.dashboards.forms import (
@@ -263,14 +264,14 @@ def deployment_create(request: HttpRequest, slug: str) -> HttpResponse:
         pipeline.versions, number=int(number) if number.isascii() and number.isdigit() else 0
     )
     env = get_object_or_404(Environment, slug=request.POST.get("environment", ""))
+    error = unknown_fields_error(request.POST, ("version", "environment")) or ""
     try:
-        deploy.deployment_request(version=version, environment=env, by=request.user)
+        if not error:
+            deploy.deployment_request(version=version, environment=env, by=request.user)
     except deploy.ApprovalRequired as exc:
         raise PermissionDenied(str(exc)) from None
     except deploy.DeployError as exc:
         error = str(exc)
-    else:
-        error = ""
     if not request.htmx:
         return redirect(pipeline)
     context = selectors.pipeline_detail(slug=slug)

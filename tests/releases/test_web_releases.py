@@ -407,3 +407,19 @@ def test_outsiders_may_not_promote_roll_back_or_upgrade(client, ready, envs, mal
     html = page(client, pipeline)
     assert 'id="env-actions-' not in html
     assert PipelineHealth.objects.count() == 1  # the page only read
+
+
+def test_rollback_with_a_field_it_does_not_know_is_refused(as_alice, pipeline, envs, alice):
+    v1 = pipeline.versions.get(number=1)
+    mark_deployed(v1, envs["stage"], alice, ago=5)
+    mark_deployed(edit(pipeline, alice, sla_minutes=90), envs["stage"], alice, ago=2)
+
+    response = as_alice.post(
+        url("rollback", pipeline), {"environment": "stage", "version": "1", "dry_run": "1"}
+    )
+
+    assert response.status_code == 302
+    assert told(response) == [
+        "Unknown field “dry_run”: this form does not take it (check the spelling)."
+    ]
+    assert not AuditEvent.objects.filter(action="rollback").exists()
