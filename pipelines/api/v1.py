@@ -21,6 +21,7 @@ from pipelines.authoring.codegen import CodegenError
 from pipelines.authoring.forms import BOUNDS, DEFAULTS, MAX_TAGS, PipelineForm
 from pipelines.authoring.models import Pipeline
 from pipelines.core import access
+from pipelines.core.errors import user_error
 from pipelines.core.tokens import token_user
 from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
@@ -121,6 +122,14 @@ def refuse_unknown_query(run: Callable[..., HttpResponse]) -> Callable[..., Http
 
 
 api.add_decorator(refuse_unknown_query, mode="view")
+
+
+@api.exception_handler(Exception)
+def on_unexpected_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """A bug answers 500 with a sentence and a reference; the log has the traceback (ninja's
+    default would show the traceback itself while DEBUG is on)."""
+    error = user_error(exc, doing=f"{request.method} {request.path}")
+    return api.create_response(request, {"detail": f"The request failed: {error}."}, status=500)
 
 
 @api.exception_handler(AuthenticationError)
