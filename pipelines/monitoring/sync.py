@@ -208,7 +208,12 @@ def _sync(
         except AirflowError as exc:  # a URL refused by a rule newer than the row: say so
             SyncState.objects.filter(id=state.id).update(last_error=exc.message)
             raise
-    since = state.watermark - OVERLAP if state.watermark else started - FIRST_SYNC_LOOKBACK
+    # Runs' updated_at is Airflow's clock: ask from Airflow's time at the last sync's start, so
+    # an Airflow clock behind the portal's does not skip runs (a row synced before it was kept:
+    # the portal's).
+    last = state.airflow_watermark or state.watermark
+    since = last - OVERLAP if last else started - FIRST_SYNC_LOOKBACK
+    airflow_started: datetime | None = None
     unreadable: dict[int, monitor.Unreadable] = {}
     deployed = monitor.deployed_pipelines(environment, unreadable=unreadable)
     # Their health rows say so (recomputed below); the sync reads everyone else's runs.
@@ -224,6 +229,8 @@ def _sync(
     try:
         records, seen = [], 0
         for run in client.runs_updated_since(since, dag_id_prefix=prefix):
+            if airflow_started is None:  # the first page's Date: before any later update
+                airflow_started = getattr(client, "server_time", None)
             seen += 1
             d = by_dag.get(run.get("dag_id"))
             if d is not None:
@@ -269,8 +276,11 @@ def _sync(
     PipelineHealth.objects.filter(
         environment=environment, orchestrator_unreachable_since__isnull=False
     ).update(orchestrator_unreachable_since=None)
+    if airflow_started is None:  # no run changed: the one page's answer
+        airflow_started = getattr(client, "server_time", None)
     SyncState.objects.filter(id=state.id).update(
         watermark=started,
+        airflow_watermark=airflow_started,
         lease_until=None,
         last_finished_at=timezone.now(),
         last_runs_seen=seen,
