@@ -125,8 +125,29 @@ class RunRequestAdmin(admin.ModelAdmin):
 
 @admin.register(models.ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["user", "name", "prefix", "created_at", "last_used_at"]
-    readonly_fields = ["prefix", "key_sha256"]
+    """Read-only: tokens are created and revoked on the tokens page and the API, audited."""
+
+    list_display = [
+        "public_id",
+        "user",
+        "name",
+        "scopes",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = ["revoked_at"]
+    search_fields = ["public_id", "name", "user__username"]
+    exclude = ["key_sha256"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 class AlertDeliveryInline(admin.TabularInline):

@@ -26,3 +26,10 @@ class PipelinesConfig(AppConfig):
         # imports models, which Django allows only once the app registry is ready.
         for package in TASK_PACKAGES:
             import_module(f"{package}.tasks")
+        from django.contrib.auth.signals import user_logged_in
+
+        from pipelines.core import signals
+        from pipelines.web.sessions import on_login
+
+        signals.connect()
+        user_logged_in.connect(on_login, weak=False)

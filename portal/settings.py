@@ -67,6 +67,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    # Serves Swagger UI's files from the pinned package (ninja/static/ninja/): no CDN.
+    "ninja",
+    "csp",
+    "axes",
     "pipelines",
 ]
 
@@ -81,6 +85,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "pipelines.web.sessions.SessionIdleMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -119,14 +127,77 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("PASSWORD_MIN_LENGTH", 12)},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# django-axes first: it counts failed logins on the login page and the admin's alike.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "pipelines:list"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# A session ends after this many seconds without a page load or a form post (background htmx
+# polls do not count): the session and its cookie are renewed at most once a minute by
+# SessionIdleMiddleware, so the database is not written on every request.
+SESSION_IDLE_SECONDS = env_int("SESSION_IDLE_SECONDS", 8 * 3600)
+if SESSION_IDLE_SECONDS < 120:
+    raise ImproperlyConfigured(
+        f"SESSION_IDLE_SECONDS must be 120 or more, not {SESSION_IDLE_SECONDS}"
+    )
+SESSION_COOKIE_AGE = SESSION_IDLE_SECONDS
+# Lockout (django-axes): after LOGIN_FAILURE_LIMIT failed logins for one username, or from one
+# address, further logins are refused for LOGIN_LOCKOUT_MINUTES (a success resets the count).
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "pipelines.web.sessions.client_ip"
+# Behind a proxy every login comes from its address: name the header (as Django names it) that
+# the proxy sets to the client's address, e.g. HTTP_X_REAL_IP. Only one the proxy overwrites.
+LOGIN_CLIENT_IP_HEADER = env_str("LOGIN_CLIENT_IP_HEADER", "")
+if LOGIN_CLIENT_IP_HEADER and not LOGIN_CLIENT_IP_HEADER.startswith("HTTP_"):
+    raise ImproperlyConfigured(
+        f"LOGIN_CLIENT_IP_HEADER must be a header as Django names it (HTTP_...), not "
+        f"{LOGIN_CLIENT_IP_HEADER!r}"
+    )
+
+# --- API tokens ---------------------------------------------------------------------------------
+API_TOKEN_DEFAULT_DAYS = env_int("API_TOKEN_DEFAULT_DAYS", 90)
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365)
+if not 1 <= API_TOKEN_DEFAULT_DAYS <= API_TOKEN_MAX_DAYS:
+    raise ImproperlyConfigured(
+        f"API_TOKEN_DEFAULT_DAYS must be between 1 and API_TOKEN_MAX_DAYS ({API_TOKEN_MAX_DAYS}), "
+        f"not {API_TOKEN_DEFAULT_DAYS}"
+    )
+
+# --- Content-Security-Policy (django-csp 4) -----------------------------------------------------
+# Scripts and styles only from this origin: no inline script, handler or style attribute (the
+# pages' behaviour is in static/js/portal.js). Swagger UI's icons are data: images.
+_SELF = "'self'"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [_SELF],
+        "script-src": [_SELF],
+        "style-src": [_SELF],
+        "img-src": [_SELF, "data:"],
+        "font-src": [_SELF],
+        "connect-src": [_SELF],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": [_SELF],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- TLS behind a proxy -------------------------------------------------------------------------
 # Off by default so that `make run` serves plain http://127.0.0.1; a production deployment behind

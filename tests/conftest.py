@@ -146,8 +146,9 @@ def form_data(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def api_client(client, alice):
-    """A Django test client sending alice's API token."""
-    key = token_create(user=alice)
+    """A Django test client sending alice's API token, with every scope (tests of the scopes
+    make their own tokens)."""
+    key = token_create(user=alice, scopes=["read", "write", "approve"])
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     return client
 

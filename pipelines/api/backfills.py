@@ -18,7 +18,14 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 
 from pipelines.api.releases import DecisionIn, DetailOut
-from pipelines.api.v1 import ErrorsOut, InputSchema, allowed_pipeline, filtered_page, form_errors
+from pipelines.api.v1 import (
+    ErrorsOut,
+    InputSchema,
+    allowed_pipeline,
+    filtered_page,
+    form_errors,
+    require_scope,
+)
 from pipelines.backfills import selectors
 from pipelines.backfills import services as backfills
 from pipelines.backfills.forms import MAX_ACTIVE_RUNS, REASON_MAX, BackfillForm
@@ -351,6 +358,7 @@ def backfill_cancel(request: HttpRequest, backfill_id: int) -> Any:
 def decision(
     request: HttpRequest, backfill_id: int, payload: DecisionIn | None, service: Any
 ) -> Any:
+    require_scope(request, "approve")
     form = DecisionForm({"comment": payload.comment if payload else ""})
     if not form.is_valid():  # the page's form: the same sentence for an overlong comment
         return Status(422, {"errors": form_errors(form)})
@@ -366,8 +374,9 @@ def decision(
 @router.post(
     "/backfills/{backfill_id}/approve",
     response={200: BackfillOut, 422: ErrorsOut, 403: DetailOut, 404: DetailOut, 409: DetailOut},
-    description="Approve and queue a backfill awaiting approval. 403: not an approver of the "
-    "team, or your own request. 409: already decided, or stale (what it would run changed, or "
+    description="Approve and queue a backfill awaiting approval (a token with the approve "
+    "scope). 403: not an approver of the team, your own request, or the token lacks the approve "
+    "scope. 409: already decided, or stale (what it would run changed, or "
     "a scheduled run would race it now).",
 )
 def backfill_approve(
@@ -379,7 +388,8 @@ def backfill_approve(
 @router.post(
     "/backfills/{backfill_id}/reject",
     response={200: BackfillOut, 422: ErrorsOut, 403: DetailOut, 404: DetailOut, 409: DetailOut},
-    description="Reject with a comment (required: the requester reads it).",
+    description="Reject with a comment (required: the requester reads it). Needs a token with "
+    "the approve scope.",
 )
 def backfill_reject(
     request: HttpRequest, backfill_id: int, payload: DecisionIn | None = None

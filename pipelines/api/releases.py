@@ -24,6 +24,7 @@ from pipelines.api.v1 import (
     editable_pipeline,
     filtered_page,
     form_errors,
+    require_scope,
 )
 from pipelines.authoring import services as authoring
 from pipelines.authoring.models import Pipeline, PipelineVersion
@@ -252,12 +253,14 @@ def decided(promotion: Promotion) -> dict[str, Any]:
 @router.post(
     "/promotions/{promotion_id}/approve",
     response={200: PromotionOut, 422: ErrorsOut, **REFUSED},
-    description="Approve and deploy. 403: not an approver of the team, or your own request. "
+    description="Approve and deploy (a token with the approve scope). 403: not an approver of "
+    "the team, your own request, or the token lacks the approve scope. "
     "409: already decided, or stale (deployed to since, or a blocking check fails now).",
 )
 def promotion_approve(
     request: HttpRequest, promotion_id: int, payload: DecisionIn | None = None
 ) -> Any:
+    require_scope(request, "approve")
     form = DecisionForm({"comment": payload.comment if payload else ""})
     if not form.is_valid():  # the page's form: the same sentence for an overlong comment
         return Status(422, {"errors": form_errors(form)})
@@ -274,11 +277,13 @@ def promotion_approve(
 @router.post(
     "/promotions/{promotion_id}/reject",
     response={200: PromotionOut, 422: ErrorsOut, **REFUSED},
-    description="Reject with a comment (required: the requester reads it).",
+    description="Reject with a comment (required: the requester reads it). Needs a token with "
+    "the approve scope.",
 )
 def promotion_reject(
     request: HttpRequest, promotion_id: int, payload: DecisionIn | None = None
 ) -> Any:
+    require_scope(request, "approve")
     form = DecisionForm({"comment": payload.comment if payload else ""})
     if not form.is_valid():
         return Status(422, {"errors": form_errors(form)})

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import wraps
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Field, NinjaAPI, Schema, Status
@@ -20,27 +23,59 @@ from pipelines.authoring import services
 from pipelines.authoring.codegen import CodegenError
 from pipelines.authoring.forms import BOUNDS, DEFAULTS, MAX_TAGS, PipelineForm
 from pipelines.authoring.models import Pipeline
-from pipelines.core import access
+from pipelines.core import access, tokens
 from pipelines.core.errors import user_error
-from pipelines.core.tokens import token_user
 from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
 from pipelines.dashboards.forms import AlertFilterForm, AuditFilterForm, HealthFilterForm
 from pipelines.deployments import selectors as deploy_selectors
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Deployment, Environment
+from pipelines.releases import runs as run_approvals
 from pipelines.runs import services as runs
 from pipelines.runs.forms import RunNowForm
 from pipelines.runs.models import RunRequest
 from pipelines.templatetags.portal import partition
 
+# A GET needs the read scope, anything else the write scope; approving needs approve as well.
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
 
 class BearerToken(HttpBearer):
+    """A live API token (core/tokens.py); request.auth is the ApiToken, request.user its user."""
+
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = token_user(token)
-        if user is not None:
-            request.user = user
-        return user
+        found = tokens.token_authenticate(token)
+        if found is None:
+            return None
+        request.user = found.user
+        request.auth = found
+        require_scope(request, "read" if request.method in SAFE_METHODS else "write")
+        return found
+
+
+def require_scope(request: HttpRequest, scope: str) -> None:
+    """Answer 403, with a sentence naming `scope`, unless the caller's token has it.
+
+    The method's scope (read or write) is checked for every call; an endpoint that approves or
+    rejects calls `require_scope(request, "approve")` first.
+    """
+    refusal = tokens.missing_scope(request.auth, scope)
+    if refusal:
+        raise HttpError(403, refusal)
+
+
+def docs_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The API docs and the OpenAPI document: open while DEBUG is on (make run), otherwise for
+    logged-in users only (a visitor is sent to the login page)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not settings.DEBUG and not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapped
 
 
 api = NinjaAPI(
@@ -49,6 +84,7 @@ api = NinjaAPI(
     urls_namespace="api",
     auth=BearerToken(),
     docs_url="/docs",
+    docs_decorator=docs_login_required,
 )
 
 
@@ -279,11 +315,21 @@ class RunOut(Schema):
     partition: str = Field(description="2026-11-10, or 2026-11-10T13:00 for an hour grain.")
     dag_id: str
     dag_run_id: str
-    state: str = Field(description="The request: pending, submitted, failed or untracked.")
+    state: str = Field(
+        description="The request: awaiting_approval, pending, submitted, failed, untracked, "
+        "rejected or withdrawn."
+    )
     run_state: str = Field(description="Airflow's DagRun state: queued, running, success, failed.")
     accept_smaller: bool
     error: str = Field(description="Why it failed: the failed task and its message, from Airflow.")
     requested_at: datetime
+    requested_by: str
+    approval_reason: str = Field(
+        description="Why it waits for an approver (empty when it needed none)."
+    )
+    decided_by: str | None = Field(description="Who approved, rejected or withdrew it.")
+    decided_at: datetime | None
+    decision_comment: str
 
 
 class HealthOut(Schema):
@@ -422,6 +468,11 @@ def run_out(r: RunRequest) -> dict[str, Any]:
         "accept_smaller": r.accept_smaller,
         "error": r.error,
         "requested_at": r.requested_at,
+        "requested_by": r.requested_by.get_username(),
+        "approval_reason": r.approval_reason,
+        "decided_by": r.decided_by.get_username() if r.decided_by else None,
+        "decided_at": r.decided_at,
+        "decision_comment": r.decision_comment,
     }
 
 
@@ -563,10 +614,14 @@ def deployment_get(request: HttpRequest, deployment_id: int) -> Any:
     "/pipelines/{slug}/runs",
     response={200: RunOut, 202: RunOut, 422: ErrorsOut},
     description="Run the deployed pipeline for one partition. 202: a new run request was "
-    "accepted. 200: a request for the same pipeline, environment and partition is still "
-    "pending or running; that request is returned (same id) and nothing new is triggered. "
-    "422: the partition is malformed, before the pipeline's start date, not complete yet, "
-    "or the pipeline is not deployed to the environment.",
+    "accepted; in an environment that requires approval, a run that can replace loaded data "
+    "(a re-load, or accept_smaller) is accepted in state awaiting_approval and nothing reaches "
+    "Airflow until an approver other than you approves it (POST /runs/{id}/approve); "
+    "POST /pipelines/{slug}/runs/preview says which case applies. 200: a request for the same "
+    "pipeline, environment and partition is still awaiting approval, pending or running; that "
+    "request is returned (same id) and nothing new is triggered. 422: the partition is "
+    "malformed, before the pipeline's start date, not complete yet, the pipeline is not "
+    "deployed to the environment, or a backfill there covers the partition.",
 )
 def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     pipeline = editable_pipeline(request, slug)
@@ -574,13 +629,7 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
     if not form.is_valid():
         return Status(422, {"errors": form_errors(form)})
     try:
-        run, created = runs.run_request(
-            pipeline=pipeline,
-            environment=form.cleaned_data["environment"],
-            partition=form.cleaned_data["partition"],
-            accept_smaller=form.cleaned_data["accept_smaller"],
-            by=request.user,
-        )
+        run, created = run_approvals.run_now(by=request.user, **form.asked())
     except runs.RunError as exc:
         return Status(422, {"errors": {exc.field: [exc.message]}})
     return Status(202 if created else 200, run_out(run))
@@ -588,7 +637,10 @@ def run_create(request: HttpRequest, slug: str, payload: RunIn) -> Any:
 
 @api.get("/runs/{run_id}", response=RunOut)
 def run_get(request: HttpRequest, run_id: int) -> Any:
-    run = get_object_or_404(RunRequest.objects.select_related("pipeline", "environment"), id=run_id)
+    run = get_object_or_404(
+        RunRequest.objects.select_related("pipeline", "environment", "requested_by", "decided_by"),
+        id=run_id,
+    )
     runs.refresh_if_stale(run)
     return run_out(run)
 
@@ -776,7 +828,10 @@ def audit_list(
         }
     )
     return filtered_page(
-        request, form, lambda filters: audit_selectors.audit_queryset(**filters), audit_out
+        request,
+        form,
+        lambda filters: audit_selectors.audit_queryset(viewer=request.user, **filters),
+        audit_out,
     )
 
 
@@ -784,3 +839,6 @@ def audit_list(
 api.add_router("", "pipelines.api.releases.router")
 # Backfills: preview, submit, follow, pause / resume / cancel, approval.
 api.add_router("", "pipelines.api.backfills.router")
+api.add_router("", "pipelines.api.runs.router")
+# The caller's API tokens: create, list, revoke.
+api.add_router("", "pipelines.api.tokens.router")

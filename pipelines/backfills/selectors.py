@@ -23,7 +23,6 @@ from pipelines.authoring.models import Pipeline
 from pipelines.backfills.models import Backfill
 from pipelines.core import access
 from pipelines.core.airflow import DagRunState
-from pipelines.core.models import Membership
 from pipelines.monitoring.models import NEVER_STARTED, PipelineHealth, RunRecord
 
 State = Backfill.State
@@ -86,22 +85,14 @@ def awaiting_approval(*, environment: str = "", pipeline: str = "") -> list[Back
 def decidable_queryset(*, user: object) -> QuerySet[Backfill]:
     """Backfills awaiting approval that `user` may decide (not evaluated: the badge counts it
     together with the promotions)."""
-    rows = Backfill.objects.filter(state=State.AWAITING_APPROVAL).exclude(requested_by=user)
-    if not access.is_platform_admin(user):
-        teams = Membership.objects.filter(user=user, role=Membership.Role.APPROVER)
-        rows = rows.filter(pipeline__team_id__in=teams.values("team_id"))
-    return rows
+    return access.decidable_by(user, Backfill.objects.filter(state=State.AWAITING_APPROVAL))
 
 
 def may_decide(user: object, backfill: Backfill, approver_teams: set[int]) -> bool:
-    """Whether `user` may approve or reject `backfill` now: the promotions' rule (an approver
-    of the team or a platform admin, not the requester). No query: `approver_teams` holds the
-    teams `user` approves for."""
-    if backfill.state != State.AWAITING_APPROVAL:
-        return False
-    if backfill.requested_by_id == getattr(user, "pk", None):
-        return False
-    return access.is_platform_admin(user) or backfill.pipeline.team_id in approver_teams
+    """Whether `user` may approve or reject `backfill` now (core.access.may_decide, no query)."""
+    return backfill.state == State.AWAITING_APPROVAL and access.may_decide(
+        user, backfill, approver_teams
+    )
 
 
 def changing(backfill: Backfill) -> bool:

@@ -46,6 +46,8 @@ from pipelines.core.audit import audit_record
 from pipelines.core.errors import user_error
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring.models import PipelineHealth, RunRecord
+from pipelines.runs.models import RunRequest
+from pipelines.runs.services import ACTIVE as ACTIVE_RUN
 from pipelines.runs.services import partition_range
 
 logger = logging.getLogger(__name__)
@@ -253,8 +255,10 @@ def backfill_preview(
         allow_over_cap=allow_over_cap,
         now=now,
     )
+    if running := run_now_conflict(pipeline, environment, spec, first, last):
+        limits["start"], overlap = running, True
     if limits:
-        # Another active backfill is a conflict (409 on submit), not a bad value.
+        # Another active backfill or run-now is a conflict (409 on submit), not a bad value.
         raise BackfillError(limits, status=409 if overlap else 422)
     health = PipelineHealth.objects.filter(pipeline=pipeline, environment=environment).first()
     next_run, deadline = _schedule_facts(spec, health, now)
@@ -341,6 +345,39 @@ def limit_errors(
     if active is not None:
         errors["start"] = overlap_message(active)
     return errors, active is not None
+
+
+def run_now_conflict(
+    pipeline: Pipeline,
+    environment: Environment,
+    spec: PipelineSpec,
+    first: datetime,
+    last: datetime,
+) -> str | None:
+    """Why a run-now request of a partition in [first, last] refuses the backfill (the two
+    would race on one partition: the second fails on duplicate keys), or None."""
+    grain = spec.partition_grain
+    run = (
+        RunRequest.objects.filter(
+            ACTIVE_RUN,
+            pipeline=pipeline,
+            environment=environment,
+            partition__gte=schedule.format_partition(first, grain),
+            partition__lte=schedule.format_partition(last, grain),
+        )
+        .select_related("requested_by")
+        .order_by("partition")
+        .first()
+    )
+    if run is None:
+        return None
+    state = run.run_state if run.state == RunRequest.State.SUBMITTED else run.state
+    return (
+        f"Run now #{run.id} of {run.partition} in {environment.name} ("
+        f"{state.replace('_', ' ')}, requested by {run.requested_by.get_username()}) is in "
+        "this range: the two would race on one partition. Wait for it to end, or leave that "
+        "partition out."
+    )
 
 
 def overlap_message(active: Backfill) -> str:
@@ -524,6 +561,8 @@ def backfill_release(backfill: Backfill, *, now: datetime | None = None) -> None
     """
     now = now or timezone.now()
     pipeline, environment = backfill.pipeline, backfill.environment
+    # The lock of backfill_request and run-now: a run of one of its partitions cannot slip in.
+    Pipeline.objects.select_for_update().filter(pk=pipeline.pk).first()
     deployment = Deployment.objects.running(pipeline, environment)
     if deployment is None or deployment.dag_id != backfill.dag_id:
         raise BackfillError(
@@ -576,6 +615,8 @@ def backfill_release(backfill: Backfill, *, now: datetime | None = None) -> None
         )
     if race := scheduled_race(environment=environment, spec=spec, plan=plan, now=now):
         raise BackfillError({"__all__": f"Not now: {race}"}, status=409)
+    if running := run_now_conflict(pipeline, environment, spec, first, last):
+        raise BackfillError({"__all__": f"Not now: {running}"}, status=409)
     Backfill.objects.filter(id=backfill.id, state=State.AWAITING_APPROVAL).update(
         state=State.QUEUED, next_attempt_at=now, updated_at=now
     )

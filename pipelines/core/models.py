@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -59,19 +61,39 @@ class Membership(models.Model):
 
 
 class ApiToken(models.Model):
-    """A personal API token; only its SHA-256 is stored."""
+    """A personal API token; only its SHA-256 is stored (core/tokens.py creates and checks it).
+
+    `public_id` names the token in lists, URLs and the audit log: it is random and shares no
+    character with the secret. A token answers only while it is not revoked, not expired and its
+    user is active.
+    """
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read: GET anything the user may see"
+        WRITE = "write", "Write: create, change, run, deploy"
+        APPROVE = "approve", "Approve: approve or reject requests (with write)"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
     )
+    public_id = models.CharField(max_length=24, unique=True)
     name = models.CharField(max_length=100, default="default")
-    prefix = models.CharField(max_length=12, help_text="First characters, to recognise a token.")
     key_sha256 = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list, help_text="A list of read, write, approve.")
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
     last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=200, blank=True)
 
     def __str__(self) -> str:
-        return f"{self.user} {self.prefix}…"
+        return f"{self.public_id} ({self.name})"
+
+    def state_at(self, now: datetime) -> str:
+        """active, expired or revoked at `now`."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= now else "active"
 
 
 class AppendOnlyError(RuntimeError):
@@ -95,7 +117,11 @@ class AuditEvent(models.Model):
         PIPELINE_EDITED = "pipeline_edited", "Pipeline edited"
         DEPLOYMENT_REQUESTED = "deployment_requested", "Deployment requested"
         RUN_REQUESTED = "run_requested", "Run requested"
+        RUN_APPROVED = "run_approved", "Run approved"
+        RUN_REJECTED = "run_rejected", "Run rejected"
+        RUN_WITHDRAWN = "run_withdrawn", "Run withdrawn"
         API_TOKEN_CREATED = "api_token_created", "API token created"
+        API_TOKEN_REVOKED = "api_token_revoked", "API token revoked"
         ENVIRONMENT_CHANGED = "environment_changed", "Environment changed"
         PIPELINE_UPGRADED = "pipeline_upgraded", "Pipeline upgraded to the current template"
         PROMOTION_REQUESTED = "promotion_requested", "Promotion requested"

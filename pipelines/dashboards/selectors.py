@@ -63,10 +63,12 @@ def recent_runs(*, pipeline: Pipeline) -> dict[str, Any]:
     and all it reads while it polls (one query)."""
     run_list = list(
         RunRequest.objects.filter(pipeline=pipeline)
-        .select_related("environment", "requested_by")
+        .select_related("environment", "requested_by", "decided_by")
         .order_by("-requested_at")[:RECENT_RUNS]
     )
-    return {"runs": run_list, "any_running": any(r.is_active for r in run_list)}
+    # A request awaiting approval may wait for hours: it does not keep the table polling.
+    running = any(r.is_active and r.state != RunRequest.State.AWAITING_APPROVAL for r in run_list)
+    return {"runs": run_list, "any_running": running}
 
 
 def pipeline_detail(*, slug: str) -> dict[str, Any]:

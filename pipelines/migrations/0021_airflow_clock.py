@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("pipelines", "0016_backfill_counted"),
+        ("pipelines", "0019_api_token_scopes_expiry"),
     ]
 
     operations = [

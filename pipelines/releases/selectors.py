@@ -22,6 +22,7 @@ from pipelines.deployments.services import render_for
 from pipelines.releases import checklist as readiness
 from pipelines.releases import services
 from pipelines.releases.models import Promotion
+from pipelines.runs.models import RunRequest
 
 QUEUE_ORDER = ["-requested_at", "-id"]
 # The queue's state filter: one state, or every state.
@@ -57,26 +58,47 @@ def approver_team_ids(user: object) -> set[int]:
 
 
 def may_decide(user: object, promotion: Promotion, approver_teams: set[int]) -> bool:
-    """Whether `user` may approve or reject `promotion` now (no query: `approver_teams` is
-    `approver_team_ids(user)`)."""
-    if not promotion.is_pending or promotion.requested_by_id == getattr(user, "pk", None):
-        return False
-    return access.is_platform_admin(user) or promotion.pipeline.team_id in approver_teams
+    """Whether `user` may approve or reject `promotion` now (core.access.may_decide, no query:
+    `approver_teams` is `approver_team_ids(user)`)."""
+    return promotion.is_pending and access.may_decide(user, promotion, approver_teams)
+
+
+def run_may_decide(user: object, run: RunRequest, approver_teams: set[int]) -> bool:
+    """Whether `user` may approve or reject the run-now request `run` now (no query)."""
+    return run.state == RunRequest.State.AWAITING_APPROVAL and access.may_decide(
+        user, run, approver_teams
+    )
+
+
+def runs_awaiting_approval(*, environment: str = "", pipeline: str = "") -> list[RunRequest]:
+    """Run-now requests waiting for an approver, newest first (one query, at most 100)."""
+    rows = RunRequest.objects.filter(state=RunRequest.State.AWAITING_APPROVAL).select_related(
+        "pipeline__team", "environment", "requested_by"
+    )
+    if environment:
+        rows = rows.filter(environment__slug=environment)
+    if pipeline:
+        rows = rows.filter(pipeline__slug=pipeline)
+    return list(rows.order_by("-requested_at", "-id")[:100])
 
 
 def promotion_pending_count(*, user: object) -> int:
-    """How many pending promotions and backfills awaiting approval `user` may decide: the nav
+    """How many requests `user` may decide (promotions, backfills, run-now re-loads): the nav
     badge, in one query."""
     if not getattr(user, "is_authenticated", False):
         return 0
-    pending = Promotion.objects.filter(state=Promotion.State.PENDING).exclude(requested_by=user)
-    if not access.is_platform_admin(user):
-        teams = Membership.objects.filter(user=user, role=Membership.Role.APPROVER)
-        pending = pending.filter(pipeline__team_id__in=teams.values("team_id"))
+    pending = access.decidable_by(user, Promotion.objects.filter(state=Promotion.State.PENDING))
     backfills = backfill_selectors.decidable_queryset(user=user)
+    runs = access.decidable_by(
+        user, RunRequest.objects.filter(state=RunRequest.State.AWAITING_APPROVAL)
+    )
     # No ORDER BY inside the UNION: SQLite refuses one in a compound statement's parts.
-    both = pending.order_by().values("id").union(backfills.order_by().values("id"), all=True)
-    return both.count()
+    return (
+        pending.order_by()
+        .values("id")
+        .union(backfills.order_by().values("id"), runs.order_by().values("id"), all=True)
+        .count()
+    )
 
 
 def promotion_get(*, promotion_id: int) -> Promotion:

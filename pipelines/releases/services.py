@@ -34,10 +34,11 @@ from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.releases import checklist as readiness
 from pipelines.releases.models import Promotion
+from pipelines.runs.models import RunRequest
 
 State = Promotion.State
 # A request the four-eyes rule decides (_decidable).
-Decidable = TypeVar("Decidable", Promotion, Backfill)
+Decidable = TypeVar("Decidable", Promotion, Backfill, RunRequest)
 
 
 class ReleaseError(Exception):

@@ -37,6 +37,16 @@ class RunNowForm(StrictForm):
             "YYYY-MM-DDTHH:00" if self.grain == "hour" else "YYYY-MM-DD"
         )
 
+    def asked(self) -> dict[str, Any]:
+        """The valid form as the services' keywords (releases.runs.run_case and run_now)."""
+        data = self.cleaned_data
+        return {
+            "pipeline": self.pipeline,
+            "environment": data["environment"],
+            "partition": data["partition"],
+            "accept_smaller": data["accept_smaller"],
+        }
+
     def clean_partition(self) -> datetime:
         try:
             start = schedule.parse_partition(self.cleaned_data["partition"], self.grain)

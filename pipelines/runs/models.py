@@ -20,6 +20,9 @@ class RunRequest(Outbox):
     """A user's "run now for partition P". The row is the outbox the submit task works from.
 
     Outbox states: PENDING (to trigger in Airflow) → SUBMITTED, or FAILED with `last_error`.
+    In an environment that requires approval, a run that can replace loaded data (a re-load, or
+    one that accepts a smaller partition) starts AWAITING_APPROVAL and becomes PENDING only when
+    an approver who did not ask approves it (releases.runs); REJECTED or WITHDRAWN otherwise.
     Following the run once submitted (`run_state`, UNTRACKED) is not outbox work: the refresh
     has its own throttle, `refreshed_at`, and never touches the lease.
     """
@@ -29,10 +32,16 @@ class RunRequest(Outbox):
     OUTBOX_FAILED = "failed"
 
     class State(models.TextChoices):
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
         PENDING = "pending", "Pending"
         SUBMITTED = "submitted", "Submitted"
         FAILED = "failed", "Failed to submit"
         UNTRACKED = "untracked", "No longer followed"
+        REJECTED = "rejected", "Rejected"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    # Still to run or running, awaiting a decision included: one such request per partition.
+    ACTIVE_STATES = ("awaiting_approval", "pending", "submitted")
 
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="run_requests")
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="+")
@@ -52,6 +61,15 @@ class RunRequest(Outbox):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
     requested_at = models.DateTimeField(auto_now_add=True)
+    # Four eyes (releases.runs): why the request waits, the partition's state it was asked
+    # against (a request is stale once that changes), and who decided.
+    approval_reason = models.CharField(max_length=500, blank=True)
+    partition_fingerprint = models.CharField(max_length=64, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.CharField(max_length=500, blank=True)
     # auto_now is not bumped by QuerySet.update(): every update in runs.py sets it explicitly.
     updated_at = models.DateTimeField(auto_now=True)
     refreshed_at = models.DateTimeField(
@@ -68,11 +86,12 @@ class RunRequest(Outbox):
         ordering = ["-requested_at"]
         indexes = [models.Index(fields=["state", "lease_until"])]
         constraints = [
-            # At most one request per pipeline × environment × partition still to submit or
-            # running in Airflow: a double-click gets the active one back (runs.run_request).
+            # At most one request per pipeline × environment × partition awaiting approval,
+            # still to submit or running in Airflow: a double-click gets the active one back
+            # (runs.run_request).
             models.UniqueConstraint(
                 fields=["pipeline", "environment", "partition"],
-                condition=models.Q(state__in=["pending", "submitted"])
+                condition=models.Q(state__in=["awaiting_approval", "pending", "submitted"])
                 & ~models.Q(run_state__in=[DagRunState.FAILED, DagRunState.SUCCESS]),
                 name="runrequest_one_active_per_partition",
             )
@@ -105,6 +124,6 @@ class RunRequest(Outbox):
 
     @property
     def is_active(self) -> bool:
-        if self.state not in (self.State.PENDING, self.State.SUBMITTED):
+        if self.state not in self.ACTIVE_STATES:
             return False
         return self.run_state not in self.TERMINAL_RUN_STATES

@@ -42,7 +42,7 @@ from pipelines.runs.models import RunRequest
 logger = logging.getLogger(__name__)
 # An open page polls every 2 s; at most one refresh per run is enqueued per window.
 REFRESH_AFTER = timedelta(seconds=2)
-ACTIVE = Q(state__in=[RunRequest.State.PENDING, RunRequest.State.SUBMITTED]) & ~Q(
+ACTIVE = Q(state__in=RunRequest.ACTIVE_STATES) & ~Q(
     run_state__in=sorted(RunRequest.TERMINAL_RUN_STATES)
 )
 
@@ -96,11 +96,15 @@ def run_request(
     partition: datetime,
     by: object,
     accept_smaller: bool = False,
+    approval_reason: str = "",
+    partition_fingerprint: str = "",
 ) -> tuple[RunRequest, bool]:
     """Ask Airflow to load one partition now; return (request, created).
 
     The trigger is sent on commit, and retried. While a request for the same partition is
-    pending or running, that one is returned (created False) and nothing new is triggered.
+    awaiting approval, pending or running, that one is returned (created False) and nothing new
+    is triggered. With an `approval_reason` the request waits for an approver instead
+    (releases.runs decides which, and `partition_fingerprint` is what it decided on).
     """
     deployment = deployment_for(pipeline=pipeline, environment=environment)
     if deployment is None:
@@ -122,6 +126,11 @@ def run_request(
                 logical_date=timezone.now(),
                 accept_smaller=accept_smaller,
                 requested_by=by,
+                state=RunRequest.State.AWAITING_APPROVAL
+                if approval_reason
+                else RunRequest.State.PENDING,
+                approval_reason=approval_reason,
+                partition_fingerprint=partition_fingerprint,
             )
     except IntegrityError:
         active = RunRequest.objects.filter(
@@ -139,11 +148,58 @@ def run_request(
         action="run_requested",
         pipeline=pipeline,
         environment=environment,
-        after={"partition": key, "dag_run_id": run.dag_run_id},
-        summary=f"Run {key} now in {environment.name}",
+        after={
+            "partition": key,
+            "dag_run_id": run.dag_run_id,
+            "accept_smaller": accept_smaller,
+            "state": run.state,
+            **({"approval_reason": approval_reason} if approval_reason else {}),
+        },
+        summary=f"Run {key} now in {environment.name}"
+        + (" (smaller partition accepted)" if accept_smaller else "")
+        + (": awaiting approval" if approval_reason else ""),
     )
-    RunRequest.enqueue(run.id)
+    if not approval_reason:
+        RunRequest.enqueue(run.id)
     return run, True
+
+
+def run_release(*, run: RunRequest, by: object, comment: str) -> bool:
+    """Let an approved request go to Airflow: PENDING, triggered on commit; False if it was no
+    longer awaiting approval (the caller holds its row lock, so that is a second line).
+
+    The logical date is the approval's time: Airflow orders a DAG's runs by it.
+    """
+    now = timezone.now()
+    released = _update(
+        run.id,
+        only_if=Q(state=RunRequest.State.AWAITING_APPROVAL),
+        state=RunRequest.State.PENDING,
+        logical_date=now,
+        next_attempt_at=now,
+        decided_by=by,
+        decided_at=now,
+        decision_comment=comment,
+    )
+    if released:
+        RunRequest.enqueue(run.id)
+    return released == 1
+
+
+def run_close(*, run: RunRequest, by: object, state: str, comment: str = "") -> bool:
+    """End a request awaiting approval REJECTED or WITHDRAWN; False if it no longer waited."""
+    now = timezone.now()
+    return (
+        _update(
+            run.id,
+            only_if=Q(state=RunRequest.State.AWAITING_APPROVAL),
+            state=state,
+            decided_by=by,
+            decided_at=now,
+            decision_comment=comment,
+        )
+        == 1
+    )
 
 
 def _update(run_id: int, *, only_if: Q | None = None, **fields: Any) -> int:

@@ -30,7 +30,12 @@ from pipelines.web.decisions import decision_answer
 @login_required
 def approval_queue(request: HttpRequest) -> HttpResponse:
     """Promotions by state (pending unless asked) and environment, newest first, each saying
-    whether the viewer may decide it; and the backfills awaiting approval."""
+    whether the viewer may decide it; the backfills and run-now re-loads awaiting approval."""
+    return queue_page(request)
+
+
+def queue_page(request: HttpRequest, *, status: int = 200, error: str = "") -> HttpResponse:
+    """The approvals queue, with `error` (a refused decision) above it and `status`."""
     form = PromotionFilterForm(request.GET)
     values = form.values
     filters = {name: values[name] for name in ("state", "environment", "pipeline")}
@@ -43,21 +48,25 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
         before=values["before"],
     )
     teams = selectors.approver_team_ids(request.user)
-    waiting = backfill_selectors.awaiting_approval(
-        environment=filters["environment"], pipeline=filters["pipeline"]
-    )
+    scope = {"environment": filters["environment"], "pipeline": filters["pipeline"]}
     context = {
         "form": form,
         "filters": filters,
         "page": page,
+        "error": error,
         "rows": [(p, selectors.may_decide(request.user, p, teams)) for p in page.object_list],
         "backfill_rows": [
-            (b, backfill_selectors.may_decide(request.user, b, teams)) for b in waiting
+            (b, backfill_selectors.may_decide(request.user, b, teams))
+            for b in backfill_selectors.awaiting_approval(**scope)
+        ],
+        "run_rows": [
+            (r, selectors.run_may_decide(request.user, r, teams))
+            for r in selectors.runs_awaiting_approval(**scope)
         ],
         "states": selectors.QUEUE_STATES,
         "environments": Environment.objects.filter(requires_approval=True).order_by("order"),
     }
-    return render(request, "pipelines/approvals.html", context)
+    return render(request, "pipelines/approvals.html", context, status=status)
 
 
 @require_GET

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pipelines.web import approvals, backfills, releases, views
+from pipelines.web import approvals, backfills, releases, runs, tokens, views
 
 app_name = "pipelines"
 
@@ -14,6 +14,9 @@ urlpatterns = [
     path("health/ownership/", views.ownership, name="ownership"),
     path("health/alerts/", views.alert_list, name="alerts"),
     path("audit/", views.audit_log, name="audit"),
+    path("tokens/", tokens.token_page, name="tokens"),
+    path("tokens/new", tokens.token_create, name="token-create"),
+    path("tokens/<str:public_id>/revoke", tokens.token_revoke, name="token-revoke"),
     path("approvals/", approvals.approval_queue, name="approvals"),
     path("approvals/badge", approvals.approvals_badge, name="approvals-badge"),
     path("promotions/<int:promotion_id>/", approvals.promotion_detail, name="promotion"),
@@ -37,8 +40,12 @@ urlpatterns = [
     path("pipelines/<slug:slug>/", views.pipeline_detail, name="detail"),
     path("pipelines/<slug:slug>/deployments/", views.deployment_create, name="deployment-create"),
     path("pipelines/<slug:slug>/deployments/table", views.deployment_table, name="deployments"),
-    path("pipelines/<slug:slug>/runs/", views.run_create, name="run-create"),
-    path("pipelines/<slug:slug>/runs/table", views.run_table, name="runs"),
+    path("pipelines/<slug:slug>/runs/", runs.run_create, name="run-create"),
+    path("pipelines/<slug:slug>/runs/table", runs.run_table, name="runs"),
+    path("pipelines/<slug:slug>/runs/case", runs.run_case, name="run-case"),
+    path("runs/<int:run_id>/approve", runs.run_approve, name="run-approve"),
+    path("runs/<int:run_id>/reject", runs.run_reject, name="run-reject"),
+    path("runs/<int:run_id>/withdraw", runs.run_withdraw, name="run-withdraw"),
     path("pipelines/<slug:slug>/health", views.pipeline_health, name="pipeline-health"),
     path("pipelines/<slug:slug>/versions/<int:number>/dag", views.dag_source, name="dag-source"),
     path("pipelines/<slug:slug>/edit/", views.pipeline_edit, name="edit"),

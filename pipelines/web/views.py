@@ -34,7 +34,6 @@ from pipelines.dashboards.forms import (
 from pipelines.deployments import selectors as deploy_selectors
 from pipelines.deployments import services as deploy
 from pipelines.deployments.models import Environment
-from pipelines.runs import services as runs
 from pipelines.runs.forms import RunNowForm
 from pipelines.web.access import editable_pipeline
 
@@ -281,50 +280,6 @@ def deployment_create(request: HttpRequest, slug: str) -> HttpResponse:
     return trigger_client_event(response, "pipeline-changed")
 
 
-@require_http_methods(["GET", "POST"])
-@login_required
-def run_create(request: HttpRequest, slug: str) -> HttpResponse:
-    if request.method == "GET":
-        return redirect("pipelines:detail", slug=slug)
-    pipeline = editable_pipeline(request, slug)
-    form = RunNowForm(request.POST, pipeline=pipeline)
-    if form.is_valid():
-        try:
-            runs.run_request(
-                pipeline=pipeline,
-                environment=form.cleaned_data["environment"],
-                partition=form.cleaned_data["partition"],
-                accept_smaller=form.cleaned_data["accept_smaller"],
-                by=request.user,
-            )
-        except runs.RunError as exc:
-            form.add_error(exc.field, exc.message)
-    if not request.htmx:
-        return redirect(pipeline)
-    context = {"pipeline": pipeline} | selectors.recent_runs(pipeline=pipeline)
-    context.update(
-        run_form=form
-        if form.errors
-        else RunNowForm(
-            pipeline=pipeline, initial={"partition": request.POST.get("partition", "")}
-        ),
-        can_edit=True,
-    )
-    response = render(request, "pipelines/_runs.html", context)
-    return trigger_client_event(response, "pipeline-changed") if not form.errors else response
-
-
-@require_GET
-@login_required
-def run_table(request: HttpRequest, slug: str) -> HttpResponse:
-    """The runs table alone (htmx polls it while a run is active): the pipeline and its runs."""
-    pipeline = get_object_or_404(Pipeline, slug=slug)
-    context = {"pipeline": pipeline} | selectors.recent_runs(pipeline=pipeline)
-    for run in context["runs"]:
-        runs.refresh_if_stale(run)
-    return render(request, "pipelines/_run_table.html", context)
-
-
 @require_GET
 @login_required
 def dag_source(request: HttpRequest, slug: str, number: int) -> HttpResponse:
@@ -408,5 +363,5 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
-    context = audit_selectors.audit_page(**form.values) | {"form": form}
+    context = audit_selectors.audit_page(viewer=request.user, **form.values) | {"form": form}
     return render(request, "pipelines/audit.html", context)

@@ -33,7 +33,8 @@ def post(client: Client, url: str, body: dict[str, Any] | None = None) -> Any:
 
 
 def token_client(user: Any) -> Client:
-    return Client(HTTP_AUTHORIZATION=f"Bearer {token_create(user=user)}")
+    key = token_create(user=user, scopes=["read", "write", "approve"])
+    return Client(HTTP_AUTHORIZATION=f"Bearer {key}")
 
 
 def payload(**changes: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 import redis
 from django.conf import settings
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from orchestrator.local import REPO, LocalAirflow, sqlite_conn_uri
 from pipelines.catalog.services import source_register
@@ -280,3 +280,13 @@ def browser_page():
             yield page
         finally:
             browser.close()
+
+
+def log_in(page: Any, url: str, username: str) -> None:
+    """Log `username` in through the login page (the password the browser tests set:
+    "<username>-password-1") and wait for the pipelines list."""
+    page.goto(f"{url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"{username}-password-1")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Pipelines")

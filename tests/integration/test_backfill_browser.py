@@ -12,7 +12,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from pipelines.authoring import services as authoring
 from pipelines.authoring.forms import PipelineForm
@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     SCREENSHOTS,
     TODAY,
     dags_folder,
+    log_in,
     unique,
     wait_for,
 )
@@ -68,14 +69,6 @@ def backfill_world(live_server, airflow, worker, alice):
     return live_server, name
 
 
-def log_in(page: Page, url: str) -> None:
-    page.goto(f"{url}/accounts/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "alice-password-1")
-    page.click("button[type=submit]")
-    expect(page.locator("h1")).to_have_text("Pipelines")
-
-
 def test_backfill_with_a_live_preview_in_the_browser(backfill_world, browser_page):
     live_server, name = backfill_world
     page = browser_page
@@ -83,7 +76,7 @@ def test_backfill_with_a_live_preview_in_the_browser(backfill_world, browser_pag
     # Days well before today: complete, and no scheduled run (02:00 UTC) is about to load one.
     first, third, fourth = (TODAY - timedelta(days=n) for n in (8, 6, 5))
 
-    log_in(page, live_server.url)
+    log_in(page, live_server.url, "alice")
     page.goto(f"{live_server.url}/pipelines/{name}/")
     page.click("text=Backfill…")
     expect(page).to_have_url(re.compile(rf"/pipelines/{name}/backfill/$"))

@@ -181,17 +181,28 @@ def dag_spec(environment: Environment, dag_id: str) -> dict[str, Any]:
     return codegen.check_source((Path(environment.dags_folder) / f"{dag_id}.py").read_text())
 
 
-def run_in(client, name: str, environment: Environment, key: str) -> dict[str, Any]:
+def run_in(
+    client, name: str, environment: Environment, key: str, approver_key: str = ""
+) -> dict[str, Any]:
     """Run DAY through the API in `environment`; follow it to the end; then sync until the
-    portal's run history and health have it (what beat does every 30 s)."""
-    response = post(
-        client,
-        f"/api/v1/pipelines/{name}/runs",
-        {"environment": environment.slug, "partition": DAY.isoformat()},
-        key,
-    )
+    portal's run history and health have it (what beat does every 30 s).
+
+    With `approver_key`, DAY is loaded there already and the environment requires approval:
+    the run must wait for the approver, and reach Airflow only once approved.
+    """
+    body = {"environment": environment.slug, "partition": DAY.isoformat()}
+    response = post(client, f"/api/v1/pipelines/{name}/runs", body, key)
     assert response.status_code == 202, response.content
     run_id = response.json()["id"]
+    if approver_key:
+        assert response.json()["state"] == "awaiting_approval", response.json()
+        time.sleep(2)  # long enough for a wrongly sent trigger to reach Airflow
+        with pytest.raises(AirflowNotFound):  # nothing reached Airflow
+            AirflowClient.for_environment(environment).get_run(
+                response.json()["dag_id"], response.json()["dag_run_id"]
+            )
+        approved = post(client, f"/api/v1/runs/{run_id}/approve", {"comment": "ok"}, approver_key)
+        assert approved.status_code == 200, approved.content
     final = wait_for(
         lambda: (
             (r := get(client, f"/api/v1/runs/{run_id}", key))["run_state"] in ("success", "failed")
@@ -289,7 +300,8 @@ def promote(version: PipelineVersion, client, alice_key: str, bob_key: str) -> D
 
 def test_promote_to_stage_with_approval_then_roll_back(client, stages, alice, bob):
     dev, stage = stages
-    key, bob_key = token_create(user=alice), token_create(user=bob)
+    every = ["read", "write", "approve"]
+    key, bob_key = token_create(user=alice, scopes=every), token_create(user=bob, scopes=every)
     name = unique("promo")
     table = name.replace("-", "_")
     created = post(
@@ -359,7 +371,7 @@ def test_promote_to_stage_with_approval_then_roll_back(client, stages, alice, bo
     assert as_source(table_rows(dev.target_schema, table, DAY)) == expected
     dev_before = untouched_proof(dev.target_schema, table)
     dev_reads = reads(dev.target_schema, table)
-    run_in(client, name, stage, key)
+    run_in(client, name, stage, key, approver_key=bob_key)  # DAY is loaded: four eyes
     # A re-load of unchanged rows writes nothing (it merges), so also: not even read (counted
     # before the proof's own read).
     assert reads(dev.target_schema, table) == dev_reads

@@ -12,14 +12,21 @@ import re
 
 import pytest
 from django.db import transaction
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from pipelines.authoring import services as authoring
 from pipelines.authoring.forms import PipelineForm
 from pipelines.catalog.services import source_register
 from pipelines.models import Team
 from tests.conftest import form_data, make_environment
-from tests.integration.conftest import DEPLOY_TIMEOUT, IT_DIR, SCREENSHOTS, dags_folder, unique
+from tests.integration.conftest import (
+    DEPLOY_TIMEOUT,
+    IT_DIR,
+    SCREENSHOTS,
+    dags_folder,
+    log_in,
+    unique,
+)
 from tests.releases.conftest import make_ready
 
 pytestmark = pytest.mark.integration
@@ -68,14 +75,6 @@ def promo_world(live_server, airflow, worker, alice, bob):
     with transaction.atomic():
         make_ready(pipeline.versions.get(), dev, alice)
     return live_server, name
-
-
-def log_in(page: Page, url: str, username: str) -> None:
-    page.goto(f"{url}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"{username}-password-1")
-    page.click("button[type=submit]")
-    expect(page.locator("h1")).to_have_text("Pipelines")
 
 
 def test_promote_and_approve_in_the_browser(promo_world, browser_page):

@@ -297,7 +297,7 @@ def test_rollback_to_a_version_that_ran_there(as_alice, pipeline, envs, alice):
     mark_deployed(v2, envs["stage"], alice, ago=2)
     html = page(as_alice, pipeline)
     assert "Roll back to v1" in cell(html, "env-actions-stage")
-    assert "confirm(" in cell(html, "env-actions-stage")
+    assert 'data-confirm="Roll Stage back to version 1?"' in cell(html, "env-actions-stage")
 
     response = as_alice.post(url("rollback", pipeline), {"environment": "stage", "version": "1"})
 

@@ -52,6 +52,8 @@ KNOWN = {
     "b": "1",
     "promotion_id": "1",
     "backfill_id": "1",
+    "run_id": "1",
+    "public_id": "tok_000000000000",
 }
 SKIPPED_NAMESPACES = {"admin", "api"}  # Django's own admin; the API is fuzzed separately
 PARAM = re.compile(r"<(?:(?P<converter>[a-z]+):)?(?P<name>\w+)>")
