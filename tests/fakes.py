@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipelines.core.airflow import (
@@ -29,13 +29,26 @@ class FakeAirflow:
         if self.down:
             raise AirflowUnavailable("Airflow at http://airflow.invalid is unreachable: refused")
 
+    # Airflow's clock, as its Date header gives it (to the second); `skew` moves it away from
+    # the portal's.
+    skew = timedelta(0)
+
+    @property
+    def server_time(self) -> datetime:
+        return (datetime.now(UTC) + self.skew).replace(microsecond=0)
+
     def get_dag(self, dag_id: str) -> dict[str, Any] | None:
         self._call("get_dag")
         if any(f.startswith(dag_id) for f in self.reject):
             return None
-        # Airflow parses the file "now": any moment after it was written.
+        # Airflow parses the file "now" (by its clock): any moment after it was written, and
+        # each parse after the last one (also under a frozen clock).
         dag = self.dags.setdefault(dag_id, {"dag_id": dag_id, "is_paused": True})
-        dag.update(last_parsed_time=datetime.now(UTC).isoformat(), file_token=f"tok-{dag_id}")
+        parsed = datetime.now(UTC) + self.skew
+        if dag.get("last_parsed_time"):
+            previous = datetime.fromisoformat(dag["last_parsed_time"])
+            parsed = max(parsed, previous + timedelta(microseconds=1))
+        dag.update(last_parsed_time=parsed.isoformat(), file_token=f"tok-{dag_id}")
         return dag
 
     def import_errors(self, *, filename_pattern: str | None = None) -> list[ImportError_]:

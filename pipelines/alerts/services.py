@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from django.utils import timezone
 from pipelines.alerts.models import Alert, AlertDelivery
 from pipelines.authoring.models import Pipeline
 from pipelines.core import schedule
+from pipelines.core.errors import user_error
 from pipelines.core.models import Team
 from pipelines.core.secrets import webhook_env_problem
 from pipelines.deployments.models import Environment
@@ -278,10 +280,9 @@ def alerts_evaluate(
             try:
                 evaluate_one(pid)
             except Exception as exc:  # one pipeline's bug must not stop the others' alerts
-                logger.exception(
-                    "alerts of pipeline %s in %s could not be evaluated", pid, environment.slug
-                )
-                result.errors[pid] = repr(exc)
+                doing = f"evaluating the alerts of pipeline {pid} in {environment.slug}"
+                error = user_error(exc, doing=doing)
+                result.errors[pid] = f"Its alerts could not be evaluated: {error}."
         Alert.objects.bulk_update(touched, ["severity", "summary", "detail", "last_seen_at"])
         for delivery in AlertDelivery.objects.bulk_create(deliveries):
             result.delivery_ids.append(delivery.id)
@@ -447,6 +448,22 @@ def message_for(delivery: AlertDelivery) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
+# "@here", "@channel", "@everyone" (and Slack's "!here"… inside <>): a zero-width space after
+# the "@" leaves them readable and notifies no one.
+_BROADCAST_RE = re.compile(r"@(here|channel|everyone)\b", re.IGNORECASE)
+
+
+def slack_text(text: str) -> str:
+    """Return `text` as Slack shows it verbatim: no mention, broadcast or link markup survives.
+
+    Reasons, comments and names are typed by users and quoted in messages; escaped here, once,
+    for every message the webhook sends (the portal's own words use no Slack markup).
+    """
+    # Reference: https://api.slack.com/reference/surfaces/formatting#escaping
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BROADCAST_RE.sub("@\u200b\\1", escaped)
+
+
 def _post_webhook(env_name: str, text: str) -> None:
     """POST a Slack-compatible message to the URL held by environment variable `env_name`."""
     # Reference: https://api.slack.com/messaging/webhooks ("text" is the fallback and the message)
@@ -457,19 +474,36 @@ def _post_webhook(env_name: str, text: str) -> None:
     if not url:
         raise DeliveryRejected(f"Environment variable {env_name} is not set.")
     response = requests.post(
-        url, json={"text": text}, timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS
+        url,
+        json={"text": slack_text(text)},
+        timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS,
+        allow_redirects=False,  # the URL is a secret: never send the message on elsewhere
     )
     if response.status_code == 429 or response.status_code >= 500:
         raise requests.HTTPError(f"webhook answered {response.status_code}", response=response)
     if response.status_code >= 400:
         raise DeliveryRejected(f"Webhook answered {response.status_code}: {response.text[:200]}")
+    if response.status_code >= 300:
+        raise DeliveryRejected(
+            f"Webhook answered {response.status_code}, a redirect, which is not followed: set "
+            f"${env_name} to the address that answers itself."
+        )
 
 
 def _error_text(delivery: AlertDelivery, exc: Exception) -> str:
-    if delivery.channel == Channel.WEBHOOK and not isinstance(exc, requests.HTTPError):
-        # requests puts the URL in its messages, and a webhook URL is a secret.
-        return f"{type(exc).__name__} posting to the webhook in ${delivery.target}"
-    return f"{type(exc).__name__}: {exc}"
+    """The delivery's last_error: a sentence, never a driver's text (requests' holds the URL,
+    and a webhook URL is a secret)."""
+    if isinstance(exc, requests.HTTPError):  # our own words: "webhook answered 503"
+        return f"The {exc}."
+    if delivery.channel == Channel.WEBHOOK:
+        where = f"the webhook in ${delivery.target}"
+    else:
+        where = f"{delivery.target} through the mail server"
+    if isinstance(exc, requests.Timeout | TimeoutError):
+        return f"No answer in time delivering to {where}."
+    if isinstance(exc, OSError):  # requests', socket and SMTP errors
+        return f"Could not deliver to {where}: the connection failed or the server refused it."
+    return f"Could not deliver to {where}: {user_error(exc, doing=f'delivery {delivery.id}')}."
 
 
 def delivery_send(*, delivery_id: int) -> None:

@@ -20,6 +20,7 @@ from ninja import Field, Router, Schema, Status
 from pipelines.api.releases import DecisionIn, DetailOut
 from pipelines.api.v1 import (
     ErrorsOut,
+    InputSchema,
     allowed_pipeline,
     filtered_page,
     form_errors,
@@ -44,7 +45,7 @@ def form_help(name: str) -> str:
 # --- What the API reads ----------------------------------------------------------------------
 
 
-class BackfillPreviewIn(Schema):
+class BackfillPreviewIn(InputSchema):
     """Checked by BackfillForm, the backfill page's form: the same fields, the same messages."""
 
     environment: str = Field(description="Slug of an environment the pipeline is deployed to.")

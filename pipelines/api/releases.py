@@ -18,6 +18,7 @@ from pipelines.api.v1 import (
     DeploymentOut,
     EditOut,
     ErrorsOut,
+    InputSchema,
     allowed_pipeline,
     deployment_out,
     editable_pipeline,
@@ -41,7 +42,7 @@ router = Router(tags=["releases"])
 # --- What the API reads ----------------------------------------------------------------------
 
 
-class PromotionIn(Schema):
+class PromotionIn(InputSchema):
     """Checked by PromotionForm, the promote page's form: the same fields, the same messages."""
 
     environment: str = Field(description="Slug of an environment that requires approval.")
@@ -52,7 +53,7 @@ class PromotionIn(Schema):
     )
 
 
-class DecisionIn(Schema):
+class DecisionIn(InputSchema):
     comment: str = Field(
         "",
         description="Optional when approving; required when rejecting (the requester reads it).",
@@ -60,7 +61,7 @@ class DecisionIn(Schema):
     )
 
 
-class RollbackIn(Schema):
+class RollbackIn(InputSchema):
     environment: str = Field(description="Slug of the environment to roll back.")
     version: int = Field(
         description="A version that ran in the environment before, or was approved there."

@@ -15,7 +15,7 @@ from django.utils import timezone
 from ninja import Field, Router, Schema, Status
 
 from pipelines.api.releases import DetailOut
-from pipelines.api.v1 import ErrorsOut, form_errors
+from pipelines.api.v1 import ErrorsOut, InputSchema, form_errors
 from pipelines.core import tokens
 from pipelines.core.forms import TokenForm
 from pipelines.core.models import ApiToken
@@ -23,7 +23,7 @@ from pipelines.core.models import ApiToken
 router = Router(tags=["tokens"])
 
 
-class TokenIn(Schema):
+class TokenIn(InputSchema):
     name: str = Field(description="What or who uses the token, e.g. ci-deploys.")
     expires_in_days: int = Field(
         default_factory=lambda: settings.API_TOKEN_DEFAULT_DAYS,

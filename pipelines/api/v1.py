@@ -17,12 +17,14 @@ from django.shortcuts import get_object_or_404
 from ninja import Field, NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
+from pydantic import ConfigDict
 
 from pipelines.authoring import services
 from pipelines.authoring.codegen import CodegenError
 from pipelines.authoring.forms import BOUNDS, DEFAULTS, MAX_TAGS, PipelineForm
 from pipelines.authoring.models import Pipeline
 from pipelines.core import access, tokens
+from pipelines.core.errors import user_error
 from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
 from pipelines.dashboards.forms import AlertFilterForm, AuditFilterForm, HealthFilterForm
@@ -94,18 +96,76 @@ def errors_response(request: HttpRequest, errors: dict[str, list[str]]) -> HttpR
     return api.create_response(request, {"errors": errors}, status=422)
 
 
+class InputSchema(Schema):
+    """The base of every body the API reads: a field it does not know is refused (422 naming
+    it), so a misspelled option is never silently replaced by its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _error_message(item: dict[str, Any]) -> str:
+    kind = item.get("type")
+    if kind == "missing":  # the form's words for a missing field
+        return "This field is required."
+    if kind == "extra_forbidden":
+        return "Unknown field: this endpoint does not take it (check the spelling)."
+    return item.get("msg") or "Invalid."
+
+
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     errors: dict[str, list[str]] = {}
     for item in exc.errors:
         loc = [str(p) for p in item.get("loc", []) if p not in ("body", "payload", "query")]
-        # The form's words for a missing field, and one key per field (not per list item).
-        msg = "This field is required." if item.get("type") == "missing" else item.get("msg")
-        msg = msg or "Invalid."
+        # One key per field (not per list item); an unknown field is the key of its own error.
+        msg = _error_message(item)
         if len(loc) > 1:
             msg = f"{'.'.join(loc[1:])}: {msg}"
         errors.setdefault(loc[0] if loc else "__all__", []).append(msg)
     return errors_response(request, errors)
+
+
+def _query_names(operation: Any) -> set[str] | None:
+    """The query parameters `operation` reads, or None when they cannot be told."""
+    names: set[str] = set()
+    for model in getattr(operation, "models", ()):
+        if getattr(model, "__ninja_param_source__", None) != "query":
+            continue
+        for name, field in model.model_fields.items():
+            names.add(field.alias or name)
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, Schema):  # Query[Schema], flattened
+                names.update(f.alias or n for n, f in kind.model_fields.items())
+    return names
+
+
+def refuse_unknown_query(run: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Answer 422 naming each query parameter the operation does not read: a misspelled filter
+    (?verdit=failing) would otherwise be ignored and answer everything."""
+    operation = getattr(run, "__self__", None)
+    known = _query_names(operation)
+
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        unknown = sorted(set(request.GET) - known) if known is not None else []
+        if unknown:
+            message = (
+                "Unknown query parameter: this endpoint does not take it (check the spelling)."
+            )
+            return errors_response(request, {name[:100]: [message] for name in unknown[:10]})
+        return run(request, *args, **kwargs)
+
+    return checked
+
+
+api.add_decorator(refuse_unknown_query, mode="view")
+
+
+@api.exception_handler(Exception)
+def on_unexpected_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """A bug answers 500 with a sentence and a reference; the log has the traceback (ninja's
+    default would show the traceback itself while DEBUG is on)."""
+    error = user_error(exc, doing=f"{request.method} {request.path}")
+    return api.create_response(request, {"detail": f"The request failed: {error}."}, status=500)
 
 
 @api.exception_handler(AuthenticationError)
@@ -130,7 +190,7 @@ def form_bounds(name: str) -> dict[str, int]:
     return {"minimum": low, "maximum": high}
 
 
-class PipelineIn(Schema):
+class PipelineIn(InputSchema):
     """A new pipeline. Types are checked here (a wrong JSON type is a 422 on its field); values
     are checked by PipelineForm, the one validation the web form uses too."""
 
@@ -200,12 +260,12 @@ class PipelineEditIn(PipelineIn):
     change_note: str = Field(description="Why this change (the version list, the audit log).")
 
 
-class DeploymentIn(Schema):
+class DeploymentIn(InputSchema):
     environment: str = Field(description="Slug of the environment, e.g. dev.")
     version: int = Field(description="Number of the pipeline version to deploy.")
 
 
-class RunIn(Schema):
+class RunIn(InputSchema):
     environment: str
     partition: str
     accept_smaller: bool = Field(
@@ -440,6 +500,8 @@ def pipeline_create(request: HttpRequest, payload: PipelineIn) -> Any:
         return Status(422, {"errors": form_errors(form)})
     try:
         pipeline = services.pipeline_create(spec=form.spec, by=request.user)
+    except services.CreateError as exc:  # created by another request meanwhile: as the form says
+        return Status(422, {"errors": {exc.field: [exc.message]}})
     except CodegenError as exc:  # a render that fails the shape check is a bug, said plainly
         return Status(422, {"errors": {"__all__": [str(exc)]}})
     return Status(201, pipeline_out(pipeline))

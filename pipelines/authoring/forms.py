@@ -11,11 +11,14 @@ from django.core.validators import URLValidator
 from django.urls import reverse
 from django.utils import timezone
 
+from pipelines.authoring import services
 from pipelines.authoring.models import Pipeline, validate_target_table
 from pipelines.authoring.spec import Column, PipelineSpec
 from pipelines.catalog import selectors as catalog
 from pipelines.catalog.models import SourceColumn, SourceTable
 from pipelines.core import access, schedule
+from pipelines.core.errors import user_error
+from pipelines.core.forms import StrictForm
 from pipelines.core.models import Membership, Team
 
 User = get_user_model()
@@ -105,7 +108,7 @@ ADOPT_REFUSAL = (
 )
 
 
-class PipelineForm(forms.Form):
+class PipelineForm(StrictForm):
     """Validate a new pipeline. After is_valid(), `self.spec` is the frozen PipelineSpec."""
 
     name = forms.CharField(
@@ -241,7 +244,7 @@ class PipelineForm(forms.Form):
                 "and not ending with a hyphen (it becomes the Airflow DAG id)."
             )
         if self.pipeline is None and Pipeline.objects.filter(slug=name).exists():
-            raise forms.ValidationError(f"A pipeline named “{name}” already exists.")
+            raise forms.ValidationError(services.name_taken_message(name))
         return name
 
     def clean_target_table(self) -> str:
@@ -252,10 +255,7 @@ class PipelineForm(forms.Form):
             others = others.exclude(pk=self.pipeline.pk)
         taken_by = others.values_list("slug", flat=True)
         if taken_by:
-            raise forms.ValidationError(
-                f"Pipeline “{taken_by[0]}” already writes to table “{table}”: two pipelines "
-                "writing one table would overwrite each other's partitions."
-            )
+            raise forms.ValidationError(services.table_taken_message(taken_by[0], table))
         return table
 
     def clean_schedule(self) -> str:
@@ -384,7 +384,9 @@ class PipelineForm(forms.Form):
             except schedule.ScheduleError as exc:
                 self.add_error("schedule", str(exc))
             except schedule.schedule_errors() as exc:  # a cron croniter parses but cannot walk
-                self.add_error("schedule", f"The portal cannot work out when this runs: {exc}.")
+                self.add_error(
+                    "schedule", f"The portal cannot work out when this runs: {user_error(exc)}."
+                )
 
     def _build_spec(self, data: dict[str, Any], team: Team, table: SourceTable) -> PipelineSpec:
         return PipelineSpec(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from pipelines.authoring import codegen
 from pipelines.authoring.models import Pipeline, PipelineVersion
@@ -12,9 +12,42 @@ from pipelines.core.audit import audit_record
 from pipelines.core.models import Team
 
 
+class CreateError(Exception):
+    """The pipeline cannot be created; `message` belongs next to the form field `field`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def name_taken_message(name: str) -> str:
+    return f"A pipeline named “{name}” already exists."
+
+
+def table_taken_message(slug: str, table: str) -> str:
+    return (
+        f"Pipeline “{slug}” already writes to table “{table}”: two pipelines writing one table "
+        "would overwrite each other's partitions."
+    )
+
+
+def _taken(spec: PipelineSpec) -> CreateError:
+    """Why the insert hit a unique constraint: the name or the table another create took
+    between the form's check and this insert (two identical creates at once)."""
+    if Pipeline.objects.filter(slug=spec.name).exists():
+        return CreateError("name", name_taken_message(spec.name))
+    other = Pipeline.objects.filter(target_table=spec.target_table).values_list("slug", flat=True)
+    if other:
+        return CreateError("target_table", table_taken_message(other[0], spec.target_table))
+    return CreateError("name", name_taken_message(spec.name))
+
+
 @transaction.atomic
 def pipeline_create(*, spec: PipelineSpec, by: object) -> Pipeline:
-    """Create the pipeline and its immutable version 1, in one transaction."""
+    """Create the pipeline and its immutable version 1, in one transaction.
+
+    Raises CreateError when another request created the same name or table first.
+    """
     from django.contrib.auth import get_user_model
 
     team = Team.objects.get(slug=spec.team)
@@ -22,19 +55,25 @@ def pipeline_create(*, spec: PipelineSpec, by: object) -> Pipeline:
     table = SourceTable.objects.get(
         database__name=spec.source_database, schema=spec.source_schema, name=spec.source_table
     )
-    pipeline = Pipeline.objects.create(
-        slug=spec.name,
-        team=team,
-        owner=owner,
-        source_table=table,
-        target_table=spec.target_table,
-        # PipelineForm lets only a platform admin ask to adopt (core.access): the ask is the
-        # allowance.
-        adopt_allowed=spec.adopt_existing_table,
-        sla_minutes=spec.sla_minutes,
-        runbook_url=spec.runbook_url,
-        created_by=by,
-    )
+    try:
+        # The form checked both, but two identical creates at once pass that check together:
+        # the unique constraints decide, in a savepoint so the reason can still be read.
+        with transaction.atomic():
+            pipeline = Pipeline.objects.create(
+                slug=spec.name,
+                team=team,
+                owner=owner,
+                source_table=table,
+                target_table=spec.target_table,
+                # PipelineForm lets only a platform admin ask to adopt (core.access): the ask
+                # is the allowance.
+                adopt_allowed=spec.adopt_existing_table,
+                sla_minutes=spec.sla_minutes,
+                runbook_url=spec.runbook_url,
+                created_by=by,
+            )
+    except IntegrityError:
+        raise _taken(spec) from None
     PipelineVersion.objects.create(
         pipeline=pipeline,
         number=1,

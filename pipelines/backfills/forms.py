@@ -10,13 +10,14 @@ from django import forms
 from pipelines.authoring.models import Pipeline
 from pipelines.backfills.models import Backfill
 from pipelines.core import schedule
+from pipelines.core.forms import StrictForm
 from pipelines.deployments.models import Deployment, Environment
 
 MAX_ACTIVE_RUNS = 16
 REASON_MAX = 500
 
 
-class BackfillForm(forms.Form):
+class BackfillForm(StrictForm):
     """A partition range of a deployed pipeline in one environment, and how to reprocess it."""
 
     environment = forms.ChoiceField(error_messages={"required": "Choose an environment."})

@@ -43,6 +43,7 @@ from pipelines.core.airflow import (
     AirflowUnavailable,
 )
 from pipelines.core.audit import audit_record
+from pipelines.core.errors import user_error
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring.models import PipelineHealth, RunRecord
 from pipelines.runs.models import RunRequest
@@ -573,9 +574,26 @@ def backfill_release(backfill: Backfill, *, now: datetime | None = None) -> None
         )
     spec = deployment.version.spec
     grain = spec.partition_grain
-    first = schedule.parse_partition(backfill.first_partition, grain)
-    last = schedule.parse_partition(backfill.last_partition, grain)
-    plan = plans.plan(spec.schedule, spec.timezone, grain, first, last, now=now)
+    try:
+        # Filed in the grain deployed then: a range that no longer reads back the same in the
+        # deployed grain (a day range after a change to hours, or back) is stale, not a 500.
+        first = schedule.parse_partition(backfill.first_partition, grain)
+        last = schedule.parse_partition(backfill.last_partition, grain)
+        if (schedule.format_partition(first, grain), schedule.format_partition(last, grain)) != (
+            backfill.first_partition,
+            backfill.last_partition,
+        ):
+            raise schedule.ScheduleError("another grain")
+        plan = plans.plan(spec.schedule, spec.timezone, grain, first, last, now=now)
+    except schedule.ScheduleError:
+        raise BackfillError(
+            {
+                "__all__": f"Stale: {pipeline.slug} now loads {grain} partitions in "
+                f"{environment.name}, and the range filed ({backfill.first_partition} to "
+                f"{backfill.last_partition}) was not. The requester files the backfill again."
+            },
+            status=409,
+        ) from None
     existing = (
         _existing_runs(deployment.dag_id, environment, plan.from_date, plan.to_date)
         if plan.runs
@@ -696,7 +714,7 @@ def backfill_step(*, backfill_id: int) -> float | None:
         _end(backfill, token, State.FAILED, f"Airflow refused: {exc.message}")
     except Exception as exc:  # a bug: retried with backoff, then capped
         logger.exception("backfill step %s failed", backfill_id)
-        return Backfill.release(backfill.id, token, error=f"{type(exc).__name__}: {exc}")
+        return Backfill.release(backfill.id, token, error=user_error(exc))
     return None
 
 

@@ -9,13 +9,18 @@ from /auth/token is fetched lazily and fetched again once on a 401.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import os
+import posixpath
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 from django.conf import settings
@@ -154,6 +159,84 @@ def run_failure_text(client: Any, dag_id: str, dag_run_id: str) -> str | None:
         return f"Airflow could not say why this run failed: {exc.message}"
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be an Airflow API address, or None.
+
+    A user name or password in it would be sent to Airflow outside the credential variables
+    and shown wherever the URL is (error texts, pages): refused.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        return "Enter a valid http:// or https:// URL."
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "Enter a valid http:// or https:// URL."
+    if "@" in parts.netloc:
+        return (
+            "Put no user name or password in the Airflow URL: the portal reads them from the "
+            "credential variables, and a URL appears in messages."
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class AirflowAddress:
+    """Where an Airflow URL leads: scheme, the addresses its host resolves to, port, path."""
+
+    scheme: str
+    hosts: frozenset[str]
+    port: int
+    path: str
+
+    def same_as(self, other: AirflowAddress) -> bool:
+        """One Airflow: same scheme, port and path, and a host address in common."""
+        return (self.scheme, self.port, self.path) == (other.scheme, other.port, other.path) and (
+            bool(self.hosts & other.hosts)
+        )
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _address_key(address: str) -> str:
+    """One spelling per address; every loopback address is "this machine" (localhost, ::1,
+    127.0.0.1 and 127.0.1.1 all reach a server listening on all of them)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return "loopback" if ip.is_loopback or ip.is_unspecified else ip.compressed
+
+
+def airflow_address(url: str) -> AirflowAddress:
+    """Resolve `url` (valid per url_problem) to what it reaches; a host that does not resolve
+    (now) is known by its name alone."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    port = parts.port or DEFAULT_PORTS.get(scheme, 0)
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        infos = []
+    hosts = {_address_key(str(info[4][0])) for info in infos} | {_address_key(host)}
+    path = posixpath.normpath("/" + unquote(parts.path).strip("/"))
+    return AirflowAddress(scheme=scheme, hosts=frozenset(hosts), port=port, path=path)
+
+
+def _unreachable_reason(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "it did not answer in time"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed (its certificate, or the CA bundle)"
+    if isinstance(exc, requests.ConnectionError):
+        return "the connection failed (refused, reset, or the host name is unknown)"
+    return "the request could not be sent"
+
+
 class AirflowClient:
     def __init__(
         self,
@@ -164,6 +247,8 @@ class AirflowClient:
         timeout: float | None = None,
         retries: int | None = None,
     ) -> None:
+        if problem := url_problem(base_url):  # checked when saved, and again here (older rows)
+            raise AirflowError(f"The environment's Airflow URL is refused: {problem}")
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
@@ -193,6 +278,9 @@ class AirflowClient:
         )
         self.session.trust_env = False
         self._token: str | None = None
+        # Airflow's clock at its latest answer (the Date header, to the second): what Airflow's
+        # own timestamps (parse times, import errors) are compared with, never the portal's.
+        self.server_time: datetime | None = None
 
     @classmethod
     def for_environment(cls, environment: Any) -> AirflowClient:
@@ -202,11 +290,35 @@ class AirflowClient:
     # --- plumbing -------------------------------------------------------------------------------
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            return self.session.request(
-                method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs
+            # Never follow a redirect: a 307 would replay the credential POST (or the bearer
+            # token) to whatever host the answer names.
+            response = self.session.request(
+                method,
+                f"{self.base_url}{path}",
+                timeout=self.timeout,
+                allow_redirects=False,
+                **kwargs,
             )
         except requests.RequestException as exc:
-            raise AirflowUnavailable(f"Airflow at {self.base_url} is unreachable: {exc}") from exc
+            # requests' text (pools, object addresses, the proxy) is for the log, not a page.
+            logger.warning("Airflow at %s %s %s: %r", self.base_url, method, path, exc)
+            raise AirflowUnavailable(
+                f"Airflow at {self.base_url} is unreachable: {_unreachable_reason(exc)}."
+            ) from exc
+        self._read_clock(response)
+        if 300 <= response.status_code < 400:
+            raise AirflowError(
+                f"Airflow at {self.base_url} answered {response.status_code}, a redirect, which "
+                "the portal does not follow (it would send the credentials elsewhere): set the "
+                "environment's Airflow URL to the address that answers itself.",
+                status=response.status_code,
+            )
+        return response
+
+    def _read_clock(self, response: requests.Response) -> None:
+        # Reference: https://www.rfc-editor.org/rfc/rfc9110#field.date (every answer has one)
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            self.server_time = parsedate_to_datetime(response.headers["Date"])
 
     def _authenticate(self) -> str:
         response = self._send(

@@ -85,8 +85,10 @@ def validate_cron(expr: str) -> str:
         it.get_next(datetime)
     except CroniterBadDateError:
         raise ScheduleError("This schedule never fires (no date matches all its fields).") from None
-    except schedule_errors() as exc:
+    except CroniterError as exc:  # croniter's own words about the expression
         raise ScheduleError(f"Not a valid cron expression: {exc}.") from None
+    except schedule_errors():  # a KeyError or an IndexError from inside croniter says nothing
+        raise ScheduleError("Not a valid cron expression.") from None
     return expr
 
 

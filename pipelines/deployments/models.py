@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from pipelines.authoring.models import PipelineVersion
 from pipelines.catalog.models import Dialect
-from pipelines.core import secrets
+from pipelines.core import airflow, secrets
 from pipelines.core.dagfiles import validate_dag_id_prefix, validate_dags_folder
 from pipelines.core.outbox import Outbox, RetryPolicy
 
@@ -75,29 +75,55 @@ class Environment(models.Model):
         return self.name
 
     def clean(self) -> None:
-        """Refuse a DAG-id prefix that overlaps another environment's on the same Airflow.
+        """Refuse an Airflow URL with credentials in it, a DAG-id prefix that overlaps another
+        environment's on the same Airflow, and another Airflow's credential variables.
 
-        Airflow has one DAG namespace: with prefixes "" and "dev", or "dev" and "dev_", one
-        environment's DAG ids (and the sync's prefix filter) would take in the other's.
+        "The same Airflow" is where the URLs lead (scheme, resolved addresses, port, path), not
+        their spelling: localhost and 127.0.0.1 are one Airflow, with one DAG namespace, so
+        prefixes "" and "dev", or "dev" and "dev_", would take in each other's DAG ids. A
+        credential variable read for two different Airflows would send one's password to the
+        other.
         """
-        url = self.airflow_url.rstrip("/").lower()
+        if problem := airflow.url_problem(self.airflow_url or ""):
+            raise ValidationError({"airflow_url": problem})
+        mine = airflow.airflow_address(self.airflow_url)
+        my_variables = {self.airflow_username_env, self.airflow_password_env}
         others = Environment.objects.exclude(pk=self.pk).values_list(
-            "slug", "airflow_url", "dag_id_prefix"
+            "slug", "airflow_url", "dag_id_prefix", "airflow_username_env", "airflow_password_env"
         )
-        for slug, other_url, other_prefix in others:
-            if other_url.rstrip("/").lower() != url:
-                continue
-            if self.dag_id_prefix.startswith(other_prefix) or other_prefix.startswith(
-                self.dag_id_prefix
+        for slug, other_url, other_prefix, *other_variables in others:
+            if airflow.url_problem(other_url) is None and mine.same_as(
+                airflow.airflow_address(other_url)
             ):
+                self._check_prefix(slug, other_prefix)
+                continue
+            shared = sorted(my_variables & set(other_variables))
+            if shared:
+                field = (
+                    "airflow_password_env"
+                    if self.airflow_password_env in shared
+                    else "airflow_username_env"
+                )
                 raise ValidationError(
                     {
-                        "dag_id_prefix": f"Environment “{slug}” uses the same Airflow with prefix "
-                        f"“{other_prefix}”, which overlaps “{self.dag_id_prefix}”: one prefix "
-                        "may not start the other. Give each environment its own, e.g. "
-                        f"“{self.slug}__”."
+                        field: f"Environment “{slug}” reads {shared[0]} for another Airflow "
+                        f"({other_url}): give each Airflow its own credential variables, so "
+                        "one's password is never sent to the other."
                     }
                 )
+
+    def _check_prefix(self, slug: str, other_prefix: str) -> None:
+        if self.dag_id_prefix.startswith(other_prefix) or other_prefix.startswith(
+            self.dag_id_prefix
+        ):
+            raise ValidationError(
+                {
+                    "dag_id_prefix": f"Environment “{slug}” uses the same Airflow with prefix "
+                    f"“{other_prefix}”, which overlaps “{self.dag_id_prefix}”: one prefix "
+                    "may not start the other. Give each environment its own, e.g. "
+                    f"“{self.slug}__”."
+                }
+            )
 
     def airflow_credentials(self) -> tuple[str, str]:
         """Return (username, password) read from the named environment variables.
@@ -194,6 +220,17 @@ class Deployment(Outbox):
         auto_now_add=True, help_text="Set again when the same version is asked for again."
     )
     written_at = models.DateTimeField(null=True, blank=True)
+    airflow_written_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Airflow's clock when the file was written (its Date header, to the second): "
+        "its parse and import-error times are compared with this, not the portal's clock.",
+    )
+    parsed_before = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Airflow's last parse of the DAG before the write: only a newer one counts.",
+    )
     registered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)

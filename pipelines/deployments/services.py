@@ -39,6 +39,7 @@ from pipelines.authoring.spec import PipelineSpec
 from pipelines.core.airflow import AirflowClient, AirflowError, AirflowUnavailable
 from pipelines.core.audit import audit_record
 from pipelines.core.dagfiles import DagPathError, dag_file_path
+from pipelines.core.errors import user_error
 from pipelines.deployments.models import REQUEST_ORDER, Deployment, Environment
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ def deployment_request(
         raise ApprovalRequired(approval_required_message(environment))
     if problem := template_problem(version):
         raise DeployError(problem)
+    # Two requests at once (a double click): the version's row lock makes the second wait and
+    # find the first one's row, instead of both inserting and one hitting the unique constraint.
+    PipelineVersion.objects.select_for_update().filter(pk=version.pk).first()
     deployment = (
         Deployment.objects.select_for_update()
         .filter(version=version, environment=environment)
@@ -135,6 +139,8 @@ def deployment_request(
             requested_at=now,
             requested_by=by,
             written_at=None,
+            airflow_written_at=None,
+            parsed_before=None,
             finished_at=None,  # registered_at stays: the version ran here (rollback rule)
         )
         deployment.refresh_from_db()
@@ -181,9 +187,15 @@ def deployment_run(*, deployment_id: int) -> float | None:
         return Deployment.release(deployment.id, token, error=str(exc))
     except AirflowError as exc:
         _fail(deployment, token, exc.message)
-    except Exception as exc:  # an unwritable folder, a full disk, a bug: retried, then capped
-        logger.exception("deploy step of %s failed", deployment.dag_id)
-        return Deployment.release(deployment.id, token, error=f"{type(exc).__name__}: {exc}")
+    except OSError as exc:  # an unwritable folder, a full disk: retried, then capped
+        logger.warning("deploy step of %s failed: %r", deployment.dag_id, exc)
+        folder = deployment.environment.dags_folder
+        why = exc.strerror or "the file system refused it"  # the OS's words, not a traceback
+        error = f"The DAG file could not be written to {folder}: {why}."
+        return Deployment.release(deployment.id, token, error=error)
+    except Exception as exc:  # a bug: retried, then capped
+        error = user_error(exc, doing=f"the deploy step of {deployment.dag_id}")
+        return Deployment.release(deployment.id, token, error=f"The step failed: {error}.")
     return None
 
 
@@ -216,6 +228,12 @@ def _write(deployment: Deployment, token: uuid.UUID) -> float | None:
         return None
     client = AirflowClient.for_environment(environment)
     known = client.get_dag(deployment.dag_id)
+    # Airflow's clock just before the write, and the parse it knew of: registration is judged
+    # by Airflow's times alone, so a skewed portal clock neither hides nor fakes a parse.
+    clock = {
+        "airflow_written_at": client.server_time or timezone.now(),
+        "parsed_before": parse_time(known),
+    }
     with transaction.atomic():
         # Writers of one pipeline in one environment take turns on its rows: an older request
         # never overwrites a newer one (a rollback is a newer request for an older version),
@@ -242,7 +260,7 @@ def _write(deployment: Deployment, token: uuid.UUID) -> float | None:
         written_at = timezone.now()
         write_atomically(path, deployment.code)
         Deployment.objects.filter(id=deployment.id, lease_token=token).update(
-            state=Deployment.State.DEPLOYING, written_at=written_at
+            state=Deployment.State.DEPLOYING, written_at=written_at, **clock
         )
     if known and known.get("file_token"):
         # A known file can be reparsed at once instead of at the next folder scan; a new one
@@ -250,6 +268,7 @@ def _write(deployment: Deployment, token: uuid.UUID) -> float | None:
         with contextlib.suppress(AirflowError):
             client.reparse_file(known["file_token"])
     deployment.state, deployment.written_at = Deployment.State.DEPLOYING, written_at
+    deployment.airflow_written_at, deployment.parsed_before = clock.values()
     # The first check in the same claim: two quick calls, no waiting (an Airflow that parses
     # at once is done now; otherwise the row is released and checked again shortly).
     return _check(deployment, token, client=client)
@@ -324,13 +343,19 @@ def _check(
     deployment: Deployment, token: uuid.UUID, *, client: AirflowClient | None = None
 ) -> float | None:
     written_at = deployment.written_at or deployment.requested_at
+    # Airflow's times against Airflow's clock (a row written before it was kept: the portal's).
+    since = deployment.airflow_written_at or written_at
     client = client or AirflowClient.for_environment(deployment.environment)
-    error = _import_error(client, f"{deployment.dag_id}.py", written_at)
+    error = _import_error(client, f"{deployment.dag_id}.py", since)
     if error is not None:
         _fail(deployment, token, error)
         return None
     dag = client.get_dag(deployment.dag_id)
-    if dag is not None and _parsed_after(dag, written_at) and not dag.get("has_import_errors"):
+    if (
+        dag is not None
+        and _parsed_after(dag, since, deployment.parsed_before)
+        and not dag.get("has_import_errors")
+    ):
         client.set_paused(deployment.dag_id, paused=False)
         _registered(deployment, token)
         return None
@@ -362,9 +387,20 @@ def _import_error(client: AirflowClient, filename: str, written_at: datetime) ->
     return errors[0].stack_trace or "Airflow reported an import error with no text."
 
 
-def _parsed_after(dag: dict, moment: datetime) -> bool:
-    parsed = dag.get("last_parsed_time")
-    return bool(parsed) and datetime.fromisoformat(parsed) >= moment
+def parse_time(dag: dict | None) -> datetime | None:
+    """When Airflow last parsed the DAG, by Airflow's clock; None when never (or unknown)."""
+    parsed = (dag or {}).get("last_parsed_time")
+    try:
+        return datetime.fromisoformat(parsed) if parsed else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _parsed_after(dag: dict, moment: datetime, before: datetime | None) -> bool:
+    """Parsed at or after `moment` (Airflow's Date before the write, to the second) and, the
+    same second holding parses from before the write, newer than the parse seen then."""
+    parsed = parse_time(dag)
+    return parsed is not None and parsed >= moment and (before is None or parsed > before)
 
 
 def _timeout_message(deployment: Deployment, timeout: float) -> str:

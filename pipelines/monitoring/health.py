@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.core import schedule
 from pipelines.core.airflow import TERMINAL_RUN_STATES, DagRunState
+from pipelines.core.errors import user_error
 from pipelines.monitoring.models import PipelineHealth, Verdict
 
 # Without an SLA, a partition is expected this long after the fire that loads it.
@@ -69,8 +70,10 @@ def spec_problem(spec: PipelineSpec) -> str | None:
         return f"Its partition grain “{spec.partition_grain}” is unknown."
     try:
         schedule.validate_cron(spec.schedule)
-    except (schedule.ScheduleError, TypeError, AttributeError) as exc:
+    except schedule.ScheduleError as exc:
         return f"Its schedule “{spec.schedule}” cannot be used: {exc}"
+    except (TypeError, AttributeError) as exc:
+        return f"Its schedule “{spec.schedule}” cannot be used: {user_error(exc)}."
     if spec.sla_minutes is not None and not 0 <= spec.sla_minutes <= 525_600:
         return f"Its SLA of {spec.sla_minutes} minutes is out of range."
     return None

@@ -179,6 +179,12 @@ class SyncState(models.Model):
 
     environment = models.OneToOneField(Environment, on_delete=models.CASCADE, related_name="sync")
     watermark = models.DateTimeField(null=True, blank=True)
+    airflow_watermark = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Airflow's clock when the last successful sync began reading (its Date "
+        "header): the next sync asks for runs updated since then, by Airflow's clock.",
+    )
     lease_until = models.DateTimeField(null=True, blank=True)
     last_started_at = models.DateTimeField(null=True, blank=True)
     last_finished_at = models.DateTimeField(null=True, blank=True)

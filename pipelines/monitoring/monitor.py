@@ -27,6 +27,7 @@ from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.core import schedule
 from pipelines.core.airflow import DagRunState
+from pipelines.core.errors import user_error
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring import health
 from pipelines.monitoring.models import (
@@ -75,8 +76,8 @@ def _specs(keys: set[tuple[int, str]]) -> dict[tuple[int, str], PipelineSpec | s
                 try:
                     _SPECS[(vid, sha)] = PipelineSpec.from_json(spec_json)
                 except Exception as exc:  # a row written by an older portal, or by hand
-                    logger.warning("spec of version %s cannot be read: %r", vid, exc)
-                    _SPECS[(vid, sha)] = f"The deployed spec cannot be read: {exc!r}"
+                    error = user_error(exc, doing=f"reading the spec of version {vid}")
+                    _SPECS[(vid, sha)] = f"The deployed spec cannot be read: {error}."
     # A key missing here was deleted meanwhile (or reused): read as unreadable, not a KeyError.
     return {key: _SPECS.get(key, "The deployed version is gone.") for key in keys}
 
@@ -247,10 +248,8 @@ def health_recompute(
                 now,
             )
         except Exception as exc:  # one pipeline's bug must not stop the batch
-            logger.exception(
-                "health of pipeline %s in %s could not be computed", pipeline_id, environment.slug
-            )
-            _broken(row, f"Health could not be computed: {exc!r}", now)
+            doing = f"computing the health of pipeline {pipeline_id} in {environment.slug}"
+            _broken(row, f"Health could not be computed: {user_error(exc, doing=doing)}.", now)
         if pipeline_id in errors:
             _note(row, errors[pipeline_id], now)
         rows.append(row)
@@ -488,8 +487,8 @@ def sla_evaluate(
     )
 
     def failed(pid: int, exc: Exception) -> None:
-        logger.exception("SLA check of pipeline %s in %s failed", pid, environment.slug)
-        errors[pid] = f"The SLA check failed: {exc!r}"
+        doing = f"checking the SLA of pipeline {pid} in {environment.slug}"
+        errors[pid] = f"The SLA check failed: {user_error(exc, doing=doing)}."
 
     due: dict[int, list[health.Deadline]] = {}
     for pid in ids:

@@ -32,6 +32,7 @@ from pipelines.core.airflow import (
     DagRunState,
     run_failure_text,
 )
+from pipelines.core.errors import user_error
 from pipelines.deployments.models import Environment
 from pipelines.monitoring import health, monitor
 from pipelines.monitoring.models import NEVER_STARTED, PipelineHealth, RunRecord, SyncState
@@ -170,8 +171,8 @@ def environment_sync(*, environment_id: int, client: AirflowClient | None = None
             return _sync(environment, state, started, client)
     except Exception as exc:
         if not isinstance(exc, AirflowError):  # those wrote their own last_error
-            logger.exception("sync of environment %s failed", environment.slug)
-            SyncState.objects.filter(id=state.id).update(last_error=f"Sync failed: {exc!r}")
+            error = f"Sync failed: {user_error(exc, doing=f'syncing {environment.slug}')}."
+            SyncState.objects.filter(id=state.id).update(last_error=error)
         raise
     finally:
         # Fenced by our own lease: a sync that outlived it must not free a newer one's claim.
@@ -201,8 +202,18 @@ def _collector_paused() -> Iterator[None]:
 def _sync(
     environment: Environment, state: SyncState, started: datetime, client: AirflowClient | None
 ) -> SyncResult:
-    client = client or AirflowClient.for_environment(environment)
-    since = state.watermark - OVERLAP if state.watermark else started - FIRST_SYNC_LOOKBACK
+    if client is None:
+        try:
+            client = AirflowClient.for_environment(environment)
+        except AirflowError as exc:  # a URL refused by a rule newer than the row: say so
+            SyncState.objects.filter(id=state.id).update(last_error=exc.message)
+            raise
+    # Runs' updated_at is Airflow's clock: ask from Airflow's time at the last sync's start, so
+    # an Airflow clock behind the portal's does not skip runs (a row synced before it was kept:
+    # the portal's).
+    last = state.airflow_watermark or state.watermark
+    since = last - OVERLAP if last else started - FIRST_SYNC_LOOKBACK
+    airflow_started: datetime | None = None
     unreadable: dict[int, monitor.Unreadable] = {}
     deployed = monitor.deployed_pipelines(environment, unreadable=unreadable)
     # Their health rows say so (recomputed below); the sync reads everyone else's runs.
@@ -212,11 +223,14 @@ def _sync(
         try:
             by_dag[environment.dag_id_for(d.spec.name)] = d
         except Exception as exc:
-            _failed(environment, d.pipeline_id, errors, f"Its DAG id cannot be made: {exc!r}")
+            error = f"Its DAG id cannot be made: {user_error(exc)}."
+            _failed(environment, d.pipeline_id, errors, error)
     prefix = environment.dag_id_prefix
     try:
         records, seen = [], 0
         for run in client.runs_updated_since(since, dag_id_prefix=prefix):
+            if airflow_started is None:  # the first page's Date: before any later update
+                airflow_started = getattr(client, "server_time", None)
             seen += 1
             d = by_dag.get(run.get("dag_id"))
             if d is not None:
@@ -229,7 +243,9 @@ def _sync(
                         now=started,
                     )
                 except Exception as exc:  # one odd run must not stop the environment's sync
-                    error = f"The sync could not read run {run.get('dag_run_id')!r}: {exc!r}"
+                    error = (
+                        f"The sync could not read run {run.get('dag_run_id')!r}: {user_error(exc)}."
+                    )
                     _failed(environment, d.pipeline_id, errors, error)
                     continue
                 records.append(record)
@@ -260,8 +276,11 @@ def _sync(
     PipelineHealth.objects.filter(
         environment=environment, orchestrator_unreachable_since__isnull=False
     ).update(orchestrator_unreachable_since=None)
+    if airflow_started is None:  # no run changed: the one page's answer
+        airflow_started = getattr(client, "server_time", None)
     SyncState.objects.filter(id=state.id).update(
         watermark=started,
+        airflow_watermark=airflow_started,
         lease_until=None,
         last_finished_at=timezone.now(),
         last_runs_seen=seen,
@@ -337,8 +356,10 @@ def explain_failures(environment: Environment, client: AirflowClient) -> int:
         try:
             reason = run_failure_text(client, dag_id, dag_run_id)
         except Exception as exc:  # an answer we cannot read must not stop the sync
-            logger.exception("reading why %s %s failed", dag_id, dag_run_id)
-            reason = f"The portal could not read why this run failed: {exc}"
+            reason = (
+                "The portal could not read why this run failed: "
+                f"{user_error(exc, doing=f'reading why {dag_id} {dag_run_id} failed')}."
+            )
         if reason is None:
             break  # Airflow unreachable: the next sync asks again
         RunRecord.objects.filter(id=record_id).update(error=reason)

@@ -27,6 +27,7 @@ from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.core import schedule
 from pipelines.core.airflow import DagRunState
+from pipelines.core.errors import user_error
 from pipelines.core.models import Membership
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.deployments.services import render_for
@@ -180,7 +181,7 @@ def evaluate(facts: Facts) -> list[Item]:
         try:
             ok, reason = c.fn(facts)
         except Exception as exc:  # a platform team's check with a bug must not hide the others
-            ok, reason = False, f"The check itself failed: {type(exc).__name__}: {exc}"
+            ok, reason = False, f"The check itself failed: {user_error(exc, doing=c.name)}."
         items.append(Item(c.name, c.label, bool(ok), c.blocking, reason))
     return items
 

@@ -11,12 +11,13 @@ from typing import Any
 from django import forms
 
 from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.core.forms import StrictForm
 from pipelines.deployments.models import Environment
 
 REASON_MAX = 500
 
 
-class PromotionForm(forms.Form):
+class PromotionForm(StrictForm):
     """Promote one version of `pipeline` into an environment that requires approval."""
 
     environment = forms.ChoiceField(
@@ -81,7 +82,7 @@ class PromotionForm(forms.Form):
 COMMENT_MAX = 500  # Promotion.decision_comment (a longer one: a field error, not a DB error)
 
 
-class DecisionForm(forms.Form):
+class DecisionForm(StrictForm):
     """The comment of an approval or a rejection (the service says whether one is required)."""
 
     comment = forms.CharField(

@@ -10,11 +10,12 @@ from django.utils import timezone
 
 from pipelines.authoring.models import Pipeline
 from pipelines.core import schedule
+from pipelines.core.forms import StrictForm
 from pipelines.deployments.models import Environment
 from pipelines.runs import services as runs
 
 
-class RunNowForm(forms.Form):
+class RunNowForm(StrictForm):
     """Run a deployed pipeline for one partition now."""
 
     environment = forms.ChoiceField()

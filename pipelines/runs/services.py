@@ -35,6 +35,7 @@ from pipelines.core.airflow import (
     run_failure_text,
 )
 from pipelines.core.audit import audit_record
+from pipelines.core.errors import user_error
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.runs.models import RunRequest
 
@@ -135,8 +136,12 @@ def run_request(
         active = RunRequest.objects.filter(
             ACTIVE, pipeline=pipeline, environment=environment, partition=key
         ).first()
-        if active is None:
-            raise
+        if active is None:  # it finished between our insert and this read: say so, no 500
+            raise RunError(
+                "partition",
+                f"Another request for {key} was being made at the same moment; look at the "
+                "runs below, and ask again if it still needs loading.",
+            ) from None
         return active, False
     audit_record(
         actor=by,
@@ -243,7 +248,8 @@ def run_submit(*, run_request_id: int) -> float | None:
         return None
     except BaseException as exc:
         # A bug or a killed worker must not hold the claim: the sweep tries again.
-        RunRequest.release(run_request_id, token, error=repr(exc)[:500], updated_at=timezone.now())
+        error = user_error(exc, doing=f"submitting run request {run_request_id}")
+        RunRequest.release(run_request_id, token, error=error, updated_at=timezone.now())
         raise
     RunRequest.finish(
         run_request_id,

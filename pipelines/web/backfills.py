@@ -29,6 +29,7 @@ from pipelines.backfills import services as backfills
 from pipelines.backfills.forms import BackfillForm
 from pipelines.backfills.models import Backfill
 from pipelines.core import access
+from pipelines.core.forms import unknown_fields_error
 from pipelines.core.models import Team
 from pipelines.dashboards.forms import BackfillFilterForm
 from pipelines.dashboards.selectors import keyset_page
@@ -43,7 +44,6 @@ from pipelines.web.decisions import decision_answer
 # BackfillError's errors: templates cannot read a name that starts with an underscore).
 ERROR_SLOTS = ("form", "environment", "start", "end", "reprocess", "max_active_runs", "reason")
 FORM_FIELDS = ("environment", "start", "end", "reprocess", "max_active_runs", "reason")
-EXTRA_FIELDS = ("allow_over_cap", "fingerprint")
 
 
 # --- the form and its preview ----------------------------------------------------------------
@@ -74,7 +74,8 @@ def _bound(pipeline: Pipeline, data: Any) -> BackfillForm:
         "reprocess": Backfill.Reprocess.MISSING,
         "max_active_runs": "1",
     }
-    given = {name: data[name] for name in (*FORM_FIELDS, *EXTRA_FIELDS) if name in data}
+    # Every posted key reaches the form, which refuses one it does not know (StrictForm).
+    given = {name: data[name] for name in data}
     return _widgets(BackfillForm(defaults | given, pipeline=pipeline))
 
 
@@ -283,6 +284,9 @@ def _control(
     done: str,
 ) -> HttpResponse:
     """Pause, resume or cancel; a refusal renders the page with the reason and its status."""
+    if unknown := unknown_fields_error(request.POST, ()):
+        backfill = selectors.backfill_get(backfill_id=backfill_id)
+        return _page(request, backfill, status=422, error=unknown)
     try:
         control(backfill_id=backfill_id, by=request.user)
     except backfills.BackfillError as exc:

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from pipelines.authoring import services as authoring
 from pipelines.authoring.models import Pipeline, PipelineVersion
+from pipelines.core.forms import unknown_fields_error
 from pipelines.dashboards import selectors
 from pipelines.deployments.models import Environment
 from pipelines.releases import checklist as readiness
@@ -99,6 +100,9 @@ def rollback(request: HttpRequest, slug: str) -> HttpResponse:
     pipeline = editable_pipeline(request, slug)
     environment = get_object_or_404(Environment, slug=request.POST.get("environment", "")[:50])
     version = _version(pipeline, request.POST.get("version", ""))
+    if unknown := unknown_fields_error(request.POST, ("environment", "version")):
+        messages.error(request, unknown)
+        return redirect(pipeline)
     try:
         releases.rollback(
             pipeline=pipeline, environment=environment, version=version, by=request.user
@@ -119,6 +123,9 @@ def rollback(request: HttpRequest, slug: str) -> HttpResponse:
 def upgrade(request: HttpRequest, slug: str) -> HttpResponse:
     """Make the next version on the current template (same spec)."""
     pipeline = editable_pipeline(request, slug)
+    if unknown := unknown_fields_error(request.POST, ()):
+        messages.error(request, unknown)
+        return redirect(pipeline)
     version = authoring.pipeline_upgrade(pipeline=pipeline, by=request.user)
     if version is None:
         messages.info(request, "Already on the current template: nothing to upgrade.")

@@ -21,6 +21,8 @@ from pipelines.authoring.forms import PipelineForm, granted_source_tables, initi
 from pipelines.authoring.models import Pipeline
 from pipelines.catalog.models import SourceTable
 from pipelines.core import access, schedule
+from pipelines.core.errors import user_error
+from pipelines.core.forms import unknown_fields_error
 from pipelines.dashboards import audit as audit_selectors
 from pipelines.dashboards import selectors
 from pipelines.dashboards.forms import (
@@ -53,6 +55,8 @@ def pipeline_create(request: HttpRequest) -> HttpResponse:
                 pipeline = deploy.pipeline_create_and_deploy(
                     spec=form.spec, by=request.user, environment=first_env
                 )
+            except authoring.CreateError as exc:  # created by another request meanwhile
+                form.add_error(exc.field, exc.message)
             except CodegenError as exc:
                 form.add_error(None, f"The DAG could not be generated: {exc}")
             except deploy.DeployError as exc:
@@ -159,7 +163,7 @@ def explain_schedule(cron: str, tz: str, now: datetime | None = None, grain: str
     except schedule.ScheduleError as exc:
         return {"error": str(exc)}
     except schedule.schedule_errors() as exc:  # parsed, but croniter cannot walk it
-        return {"error": f"The portal cannot work out when this runs: {exc}."}
+        return {"error": f"The portal cannot work out when this runs: {user_error(exc)}."}
     return {
         "cron": cron,
         "tz": tz,
@@ -262,14 +266,14 @@ def deployment_create(request: HttpRequest, slug: str) -> HttpResponse:
         pipeline.versions, number=int(number) if number.isascii() and number.isdigit() else 0
     )
     env = get_object_or_404(Environment, slug=request.POST.get("environment", ""))
+    error = unknown_fields_error(request.POST, ("version", "environment")) or ""
     try:
-        deploy.deployment_request(version=version, environment=env, by=request.user)
+        if not error:
+            deploy.deployment_request(version=version, environment=env, by=request.user)
     except deploy.ApprovalRequired as exc:
         raise PermissionDenied(str(exc)) from None
     except deploy.DeployError as exc:
         error = str(exc)
-    else:
-        error = ""
     if not request.htmx:
         return redirect(pipeline)
     context = selectors.pipeline_detail(slug=slug)

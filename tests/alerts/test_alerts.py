@@ -503,9 +503,9 @@ def test_webhook_network_errors_retry_with_backoff_then_fail(
         alerts.delivery_send(delivery_id=delivery.id)  # the last attempt: no more retries
     delivery.refresh_from_db()
     assert (delivery.state, delivery.attempts) == ("failed", 3)
-    assert (
-        delivery.error
-        == "Gave up: ConnectionError posting to the webhook in $PAYMENTS_ONCALL_WEBHOOK"
+    assert delivery.error == (
+        "Gave up: Could not deliver to the webhook in $PAYMENTS_ONCALL_WEBHOOK: the connection "
+        "failed or the server refused it."
     )
     assert "oncall-secret" not in delivery.error
 
@@ -584,7 +584,7 @@ def test_the_deliver_task_enqueues_its_retry_after_the_backoff(
         tasks.alert_deliver(delivery.id)  # nothing raised: the outbox retries, not Celery
     assert sent == [([delivery.id], 30)]
     delivery.refresh_from_db()
-    assert (delivery.state, delivery.error) == ("pending", "HTTPError: webhook answered 503")
+    assert (delivery.state, delivery.error) == ("pending", "The webhook answered 503.")
 
 
 # --- Wiring -------------------------------------------------------------------------------------
@@ -617,3 +617,18 @@ def test_sla_task_evaluates_alerts(pipeline, airflow):
     with time_machine.travel(utc(2026, 11, 10, 3, 1), tick=False):
         tasks.sla_evaluate_all()
     assert {a.kind for a in open_alerts()} == {"sla_missed"}
+
+
+@responses.activate
+def test_webhook_redirect_is_not_followed(pipeline, airflow, monkeypatch):
+    monkeypatch.setenv("PAYMENTS_ONCALL_WEBHOOK", ONCALL_WEBHOOK)
+    responses.post(ONCALL_WEBHOOK, status=307, headers={"Location": "https://evil.test/hook"})
+    elsewhere = responses.post("https://evil.test/hook", body="ok")
+    scheduled(airflow, 10, "failed")
+    evaluate(airflow, utc(2026, 11, 10, 3), "prod")
+    delivery = AlertDelivery.objects.get(channel="webhook")
+    alerts.delivery_send(delivery_id=delivery.id)
+    delivery.refresh_from_db()
+    assert delivery.state == "failed"
+    assert delivery.error.startswith("Webhook answered 307, a redirect, which is not followed")
+    assert elsewhere.call_count == 0

@@ -183,3 +183,25 @@ def test_the_openapi_document_types_every_json_answer(client, alice):
     run = doc["components"]["schemas"]["RunOut"]["properties"]
     assert run["error"]["type"] == "string"
     assert run["requested_at"]["format"] == "date-time"
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_a_bug_behind_the_api_is_a_500_sentence_not_a_traceback(
+    api_client, alice, orders, environments, settings, monkeypatch, caplog, debug
+):
+    from pipelines.api import v1
+
+    settings.DEBUG = debug
+
+    def bug(*args, **kwargs):
+        raise TypeError("int() argument must be a string, not 'NoneType'")
+
+    monkeypatch.setattr(v1, "pipeline_out", bug)
+    post(api_client, "/api/v1/pipelines", pipeline_payload())
+    response = api_client.get("/api/v1/pipelines/orders-daily")
+    assert response.status_code == 500
+    detail = response.json()["detail"]
+    assert detail.startswith("The request failed: an internal error (reference ")
+    assert "int()" not in detail
+    assert "Traceback" not in response.content.decode()
+    assert "TypeError: int() argument" in caplog.text

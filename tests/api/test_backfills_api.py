@@ -461,3 +461,36 @@ def test_rejecting_needs_a_comment(api_client, bob_api, deployed):
         "rejected",
         "Not during the close.",
     )
+
+
+HOURLY = {"partition_grain": "hour", "schedule": "5 * * * *", "partition_column": "updated_at"}
+
+
+@pytest.mark.parametrize(
+    ("filed_as", "then", "start", "end", "grain"),
+    [
+        # day → hour: "2026-11-01" reads as an hour; hour → day does not parse at all (was a 500).
+        ({}, HOURLY, "2026-11-01", "2026-11-07", "hour"),
+        (HOURLY, {}, "2026-11-01T01:00", "2026-11-01T05:00", "day"),
+    ],
+)
+def test_approving_after_the_grain_changed_is_409_stale(
+    api_client, bob_api, deployed, alice, envs, filed_as, then, start, end, grain
+):
+    from tests.releases.conftest import edit, mark_deployed
+
+    pipeline = deployed["prod"].version.pipeline
+    if filed_as:
+        mark_deployed(edit(pipeline, alice, **filed_as), envs["prod"], alice, ago=2)
+    filed = submit(api_client, environment="prod", start=start, end=end)
+    assert filed.status_code == 202, filed.content
+    mark_deployed(
+        edit(pipeline, alice, **(then or {"description": "back to days"})),
+        envs["prod"],
+        alice,
+        ago=1,
+    )
+    response = post(bob_api, f"/api/v1/backfills/{filed.json()['id']}/approve")
+    assert response.status_code == 409, response.content
+    assert response.json()["detail"].startswith(f"Stale: orders-daily now loads {grain} partitions")
+    assert Backfill.objects.get().state == "awaiting_approval"

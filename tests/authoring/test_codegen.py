@@ -150,6 +150,11 @@ FREE_TEXT = [
 ]  # fmt: skip
 
 
+def bound(name: str) -> str:
+    """A quoted name as it stands in a statement run with parameters: psycopg reads "%%" as %."""
+    return codegen.quote_identifier(name, "postgres").replace("%", "%%")
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(field=st.sampled_from(FREE_TEXT), text=st.text(min_size=0, max_size=200))
 def test_any_typed_string_stays_data(field, text):
@@ -170,9 +175,9 @@ def test_any_typed_string_stays_data(field, text):
     elif field == "runbook_url":
         assert text in value["doc_md"]
     elif field in ("source_table", "partition_column"):
-        assert codegen.quote_identifier(text, "postgres") in value["sql"]["select_source"]
+        assert bound(text) in value["sql"]["select_source"]
     elif field == "target_table":
-        assert codegen.quote_identifier(text, "postgres") in value["sql"]["delete_target"]
+        assert bound(text) in value["sql"]["delete_target"]
     elif field == "name":
         assert value["portal"]["pipeline"] == text
     elif field == "source_conn_id":
@@ -180,7 +185,7 @@ def test_any_typed_string_stays_data(field, text):
     elif field in ("schedule", "timezone"):
         assert value[field] == text
     elif field == "source_schema" and text:
-        assert codegen.quote_identifier(text, "postgres") in value["sql"]["select_source"]
+        assert bound(text) in value["sql"]["select_source"]
     elif field == "team":
         assert f"team:{text}" in value["tags"]
     elif field == "team_domain":

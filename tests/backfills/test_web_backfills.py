@@ -665,3 +665,25 @@ def test_a_cancelled_backfill_says_what_was_not_run(client, alice, deployed):
     listed = client.get(reverse("pipelines:backfills")).content.decode()
     assert "5 cancelled" in listed
     assert "failed</span>" not in listed
+
+
+def test_submit_with_a_field_the_form_does_not_know_says_so_and_makes_nothing(client, alice, week):
+    client.force_login(alice)
+    shown = fingerprint(preview(client))
+
+    response = submit_form(client, shown, max_active_run="4")
+
+    assert response.status_code == 200
+    assert "Unknown field “max_active_run”" in slot(response.content.decode(), "form")
+    assert not Backfill.objects.exists()
+
+
+def test_a_control_with_a_field_it_does_not_know_is_refused(client, alice, deployed):
+    backfill = submit(deployed, alice)
+
+    response = post(client, alice, "cancel", backfill, reason="x")
+
+    assert response.status_code == 422
+    assert "Unknown field “reason”" in response.content.decode()
+    backfill.refresh_from_db()
+    assert backfill.wanted == Backfill.Wanted.RUN

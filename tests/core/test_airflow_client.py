@@ -167,3 +167,59 @@ def test_import_errors_are_parsed(client):
     (error,) = client.import_errors(filename_pattern="x.py")
     assert error.filename == "dev/x.py"
     assert error.stack_trace == "SyntaxError"
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_an_error_and_is_not_followed(client, status):
+    elsewhere = responses.add(
+        responses.POST, "http://evil.test/auth/token", json={"access_token": "x"}, status=201
+    )
+    responses.add(
+        responses.POST,
+        f"{BASE}/auth/token",
+        status=status,
+        headers={"Location": "http://evil.test/auth/token"},
+    )
+    with pytest.raises(AirflowError) as caught:
+        client.get_dag("d1")
+    assert caught.value.status == status
+    assert f"answered {status}, a redirect, which the portal does not follow" in (
+        caught.value.message
+    )
+    assert elsewhere.call_count == 0
+    assert "secret" not in caught.value.message
+
+
+@responses.activate
+def test_a_redirect_of_an_api_call_is_not_followed_either(client):
+    token()
+    elsewhere = responses.add(responses.GET, "http://evil.test/api/v2/dags/d1", json={})
+    responses.add(
+        responses.GET,
+        f"{BASE}/api/v2/dags/d1",
+        status=307,
+        headers={"Location": "http://evil.test/api/v2/dags/d1"},
+    )
+    with pytest.raises(AirflowError, match="a redirect"):
+        client.get_dag("d1")
+    assert elsewhere.call_count == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["http://portal:secret@airflow.test:8080", "http://portal@airflow.test:8080"]
+)
+def test_a_url_with_userinfo_is_refused_when_used(settings, url):
+    with pytest.raises(AirflowError) as caught:
+        AirflowClient(url, "portal", "secret")
+    assert "Put no user name or password in the Airflow URL" in caught.value.message
+    assert "secret" not in caught.value.message
+    assert "portal@" not in caught.value.message
+
+
+@responses.activate
+def test_an_unreachable_airflow_error_names_no_credential(client):
+    responses.add(responses.POST, f"{BASE}/auth/token", body=requests.ConnectionError("refused"))
+    with pytest.raises(AirflowUnavailable) as caught:
+        client.get_dag("d1")
+    assert "secret" not in caught.value.message

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import responses
 import time_machine
 from django.contrib.admin.sites import site
 from django.core.exceptions import ValidationError
@@ -371,6 +372,9 @@ def test_environments_on_one_airflow_may_not_have_overlapping_prefixes(
         slug="dev",
         name="Dev",
         airflow_url="http://airflow.example.com" if same_airflow else "http://other.example.com",
+        # Another Airflow has its own credentials (reading stage's would be refused).
+        airflow_username_env="PORTAL_AIRFLOW_USERNAME" if same_airflow else "PORTAL_AIRFLOW_U2",
+        airflow_password_env="PORTAL_AIRFLOW_PASSWORD" if same_airflow else "PORTAL_AIRFLOW_P2",
         dags_folder="/srv/airflow/dags/dev",
         dag_id_prefix=mine,
         warehouse_conn_id="w",
@@ -516,8 +520,26 @@ def test_unwritable_folder_ends_failed_after_the_attempt_cap(
             break
     assert waits == [2.0, 4.0, None]
     assert deployment.attempts == 3
-    assert deployment.error.startswith("Gave up after 3 attempts. Last error: NotADirectoryError")
-    assert deployment.last_error.startswith("NotADirectoryError")
+    said = f"The DAG file could not be written to {blocker / 'dags'}: Not a directory."
+    assert deployment.error == f"Gave up after 3 attempts. Last error: {said}"
+    assert deployment.last_error == said
+
+
+def test_a_bug_in_a_deploy_step_is_a_sentence_for_users_and_a_traceback_in_the_log(
+    version, dev, alice, fake_airflow, monkeypatch, caplog
+):
+    deployment = request(version, dev, alice)
+
+    def bug(*args, **kwargs):
+        raise TypeError("int() argument must be a string, not 'NoneType'")
+
+    monkeypatch.setattr(deploy, "_write", bug)
+    make_due(deployment)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.last_error.startswith("The step failed: an internal error (reference ")
+    assert "int()" not in deployment.last_error
+    assert "TypeError: int() argument" in caplog.text
 
 
 def test_stale_worker_cannot_overwrite_the_newer_workers_result(version, dev, alice, fake_airflow):
@@ -559,3 +581,147 @@ def test_an_older_request_registering_after_a_newer_one_was_written_is_supersede
     deploy._registered(v1, token)
     v1.refresh_from_db()
     assert v1.state == Deployment.State.SUPERSEDED
+
+
+def unsaved_environment(**overrides) -> Environment:
+    values = {
+        "slug": "dev",
+        "name": "Dev",
+        "airflow_url": "http://localhost:8080",
+        "dags_folder": "/srv/airflow/dags/dev",
+        "dag_id_prefix": "",
+        "warehouse_conn_id": "w",
+        "warehouse_dialect": "postgres",
+    }
+    return Environment(**(values | overrides))
+
+
+def refusal(env: Environment) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as caught:
+        env.full_clean()
+    return caught.value.message_dict
+
+
+@pytest.mark.parametrize(
+    ("theirs", "mine"),
+    [
+        ("http://127.0.0.1:8080", "http://localhost:8080"),
+        ("http://127.0.0.1:8080/", "http://LOCALHOST:8080//"),
+        ("http://[::1]:8080", "http://localhost:8080"),
+        ("http://127.0.0.1", "http://localhost:80"),
+        ("https://127.0.0.1/airflow/", "https://localhost:443/airflow"),
+    ],
+)
+def test_one_airflow_spelled_two_ways_is_one_airflow(db, theirs, mine):
+    make_environment("stage", 1, airflow_url=theirs, dag_id_prefix="")
+    errors = refusal(unsaved_environment(airflow_url=mine))
+    assert "Environment “stage” uses the same Airflow" in errors["dag_id_prefix"][0]
+
+
+@pytest.mark.parametrize(
+    "mine",
+    ["http://localhost:8081", "https://localhost:8080", "http://localhost:8080/other"],
+)
+def test_another_port_scheme_or_path_is_another_airflow(db, mine):
+    make_environment("stage", 1, airflow_url="http://127.0.0.1:8080", dag_id_prefix="")
+    unsaved_environment(
+        airflow_url=mine,
+        airflow_username_env="PORTAL_AIRFLOW_DEV_USERNAME",
+        airflow_password_env="PORTAL_AIRFLOW_DEV_PASSWORD",
+    ).full_clean()
+
+
+def test_another_airflows_credential_variable_is_refused(db):
+    make_environment("prod", 1, airflow_url="http://127.0.0.1:9090", dag_id_prefix="prod__")
+    errors = refusal(unsaved_environment(airflow_username_env="PORTAL_AIRFLOW_DEV_USERNAME"))
+    assert errors["airflow_password_env"][0].startswith(
+        "Environment “prod” reads PORTAL_AIRFLOW_PASSWORD for another Airflow"
+    )
+    # The same Airflow (another prefix) may share them.
+    unsaved_environment(airflow_url="http://localhost:9090", dag_id_prefix="dev__").full_clean()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://admin:secret@airflow.example.com:8080", "http://admin@airflow.example.com"],
+)
+def test_an_airflow_url_with_credentials_is_refused_when_saved(db, url):
+    errors = refusal(unsaved_environment(airflow_url=url))
+    assert errors["airflow_url"][0].startswith("Put no user name or password in the Airflow URL")
+    assert "secret" not in str(errors)
+
+
+# --- registration by Airflow's clock ------------------------------------------------------------
+
+
+def test_an_airflow_clock_behind_the_portals_still_registers(version, dev, alice, fake_airflow):
+    """Airflow's parse times are 10 minutes behind the portal's clock: compared with the
+    portal's write time they would never be 'after the write', and the deploy would time out."""
+    fake_airflow.skew = -timedelta(minutes=10)
+    deployment = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYED
+    assert deployment.airflow_written_at < deployment.written_at - timedelta(minutes=9)
+
+
+def test_an_airflow_clock_ahead_does_not_take_an_old_parse_for_the_new_file(
+    version, dev, alice, fake_airflow, monkeypatch
+):
+    """Airflow is 10 minutes ahead and parsed the DAG 2 minutes ago by its clock (8 minutes in
+    the portal's future): that parse is of the old file, not a registration."""
+    fake_airflow.skew = timedelta(minutes=10)
+    old_parse = (timezone.now() + timedelta(minutes=8)).isoformat()
+    fake_airflow.dags["orders_daily"] = {
+        "dag_id": "orders_daily",
+        "is_paused": False,
+        "last_parsed_time": old_parse,
+        "file_token": "tok",
+    }
+    monkeypatch.setattr(fake_airflow, "get_dag", lambda dag_id: fake_airflow.dags[dag_id])
+    deployment = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYING
+    assert deployment.parsed_before.isoformat() == old_parse
+
+    # Airflow parses the new file (by its clock, after the write): now it is registered.
+    parsed = fake_airflow.server_time + timedelta(seconds=2)
+    fake_airflow.dags["orders_daily"]["last_parsed_time"] = parsed.isoformat()
+    make_due(deployment)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYED
+
+
+def test_a_parse_in_the_same_second_before_the_write_does_not_count(
+    version, dev, alice, fake_airflow, monkeypatch
+):
+    """Airflow's Date has whole seconds: a parse earlier in that second is not after the write,
+    and the parse seen before the write tells them apart."""
+    now = fake_airflow.server_time
+    before = (now + timedelta(microseconds=300)).isoformat()
+    fake_airflow.dags["orders_daily"] = {
+        "dag_id": "orders_daily",
+        "is_paused": False,
+        "last_parsed_time": before,
+        "file_token": "tok",
+    }
+    monkeypatch.setattr(fake_airflow, "get_dag", lambda dag_id: fake_airflow.dags[dag_id])
+    deployment = request(version, dev, alice)
+    deploy.deployment_run(deployment_id=deployment.id)
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.DEPLOYING
+
+
+@responses.activate
+def test_the_client_reads_airflows_clock_from_the_date_header(settings):
+    responses.add(
+        responses.GET,
+        "http://airflow.test/api/v2/monitor/health",
+        json={},
+        headers={"Date": "Sat, 05 Dec 2026 19:00:07 GMT"},
+    )
+    client = AirflowClient("http://airflow.test", "u", "p")
+    client.health()
+    assert client.server_time == datetime(2026, 12, 5, 19, 0, 7, tzinfo=UTC)

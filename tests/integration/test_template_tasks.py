@@ -549,3 +549,68 @@ def test_a_warehouse_without_temporary_tables_reloads_by_delete_and_copy(tmp_pat
     assert [r["ok"] for r in results] == [True, True, True], results
     assert [r["result"]["method"] for r in results[1:]] == ["copy", "copy"]
     assert orders(pg["warehouse"], WAREHOUSE_ORDERS) == orders(pg["source"])
+
+
+# --- Any column name -------------------------------------------------------------------------
+
+ODD_NAMES = replace(
+    ORDERS_PG,
+    name="odd-names",
+    columns=(
+        Column("order_id", "bigint"),
+        Column("share_%", "bigint"),
+        Column('note%s {x} "q"', "text"),
+        Column("order%date", "date"),
+    ),
+    partition_column="order%date",
+    target_table="odd_names",
+)
+
+
+def seed_odd_names(url: str, rows: list[tuple]) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            'CREATE TABLE orders (order_id BIGINT PRIMARY KEY, "share_%" BIGINT, '
+            '"note%s {x} ""q""" TEXT, "order%date" DATE NOT NULL)'
+        )
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s)", rows)
+
+
+def odd_rows(url: str, table: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            f'SELECT order_id, "share_%%"::text, "note%%s {{x}} ""q""", "order%%date"::text '
+            f'FROM {table} WHERE "order%%date" = %s ORDER BY order_id',
+            ("2026-11-10",),
+        ).fetchall()
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "sqlite"])
+def test_columns_named_with_percent_braces_and_quotes_load(tmp_path, pg, warehouse):
+    """A % in a column name was read by psycopg as a placeholder: the load failed."""
+    rows = [
+        (1, 50, "50% off", "2026-11-10"),
+        (2, 1, "{x}", "2026-11-10"),
+        (3, 7, "the day after", "2026-11-11"),
+    ]
+    seed_odd_names(pg["source"], rows)
+    if warehouse == "postgres":
+        connections, target, table = pg, Target("postgres", "analytics"), "analytics.odd_names"
+    else:
+        db = tmp_path / "warehouse.sqlite3"
+        connections = {"source": pg["source"], "warehouse": f"sqlite:///{db}"}
+        target, table = Target("sqlite"), "odd_names"
+    steps = [["create_target", {}], LOAD_DAY, LOAD_DAY, ["check_partition", LOAD_DAY[1]]]
+    results = run_tasks(tmp_path, ODD_NAMES, target, connections, steps)
+    assert [r["ok"] for r in results] == [True, True, True, True], results
+    assert results[1]["result"]["rows"] == 2
+    if warehouse == "postgres":
+        assert (results[1]["result"]["method"], results[2]["result"]["method"]) == ("copy", "merge")
+        assert odd_rows(pg["warehouse"], table) == odd_rows(pg["source"], "orders")
+    else:
+        with sqlite3.connect(db) as conn:
+            loaded = conn.execute(
+                f'SELECT order_id, "note%s {{x}} ""q""" FROM {table} ORDER BY order_id'
+            ).fetchall()
+        assert loaded == [(1, "50% off"), (2, "{x}")]

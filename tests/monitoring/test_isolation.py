@@ -159,17 +159,24 @@ def test_a_bug_in_one_pipelines_health_sla_or_alerts_leaves_the_others(two, airf
     assert SlaMiss.objects.get().pipeline == fine
     assert row(poisoned).sla_checked_until is None  # checked again next time
     assert row(fine).sla_checked_until == utc(2026, 11, 10, 3, 5)
-    assert "Health could not be computed: RuntimeError('health bug')" in row(poisoned).reason
+    # Users read a sentence with a reference to the log; the log has the exception.
+    assert "Health could not be computed: an internal error (reference" in row(poisoned).reason
+    assert "health bug" not in row(poisoned).reason
     assert row(fine).verdict == Verdict.FAILING
     assert [a.pipeline for a in Alert.objects.filter(state="open")] == [fine]
-    assert result.errors == {poisoned.id: "RuntimeError('alert bug')"}
+    assert list(result.errors) == [poisoned.id]
+    assert result.errors[poisoned.id].startswith(
+        "Its alerts could not be evaluated: an internal error (reference "
+    )
+    assert "alert bug" not in result.errors[poisoned.id]
 
     monkeypatch.setattr(monitor, "_fill", real_fill)
     beat(airflow, utc(2026, 11, 10, 3, 6))
-    assert "The SLA check failed: RuntimeError('sla bug')" in row(poisoned).reason
+    assert "The SLA check failed: an internal error (reference" in row(poisoned).reason
+    assert "sla bug" not in row(poisoned).reason
 
 
-def test_a_failed_sync_releases_its_lease_and_says_why(two, airflow, monkeypatch):
+def test_a_failed_sync_releases_its_lease_and_says_why(two, airflow, monkeypatch, caplog):
     dev = Environment.objects.get(slug="dev")
 
     def broken(*args, **kwargs):
@@ -181,7 +188,11 @@ def test_a_failed_sync_releases_its_lease_and_says_why(two, airflow, monkeypatch
         sync.environment_sync(environment_id=dev.id, client=airflow)
     state = SyncState.objects.get()
     assert state.lease_until is None
-    assert "database hiccup" in state.last_error
+    assert state.last_error.startswith("Sync failed: an internal error (reference ")
+    assert "database hiccup" not in state.last_error  # the log has it, with the reference
+    reference = state.last_error.split("reference ")[1][:8]
+    logged = [r for r in caplog.records if reference in r.getMessage()]
+    assert "RuntimeError: database hiccup" in logged[0].getMessage()
     monkeypatch.undo()
     with time_machine.travel(utc(2026, 11, 10, 3, 1), tick=False):
         assert not sync.environment_sync(environment_id=dev.id, client=airflow).skipped

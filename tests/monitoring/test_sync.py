@@ -235,3 +235,17 @@ def test_pipeline_page_shows_chart_and_partition_calendar(
     ]:  # fmt: skip
         assert f'data-partition="{partition}" data-status="{status}"' in body
     assert body.count("data-partition=") == 35
+
+
+def test_the_next_sync_asks_from_airflows_clock_not_the_portals(deployed, environments, airflow):
+    """Airflow's clock is 10 minutes behind: asking for runs updated since the portal's time
+    would skip the runs Airflow updated in those 10 minutes."""
+    airflow.server_time = utc(2026, 11, 10, 11, 50)  # the Date of Airflow's answer
+    do_sync(environments, airflow, utc(2026, 11, 10, 12))
+    state = SyncState.objects.get()
+    assert (state.watermark, state.airflow_watermark) == (
+        utc(2026, 11, 10, 12),
+        utc(2026, 11, 10, 11, 50),
+    )
+    do_sync(environments, airflow, utc(2026, 11, 10, 12, 5))
+    assert airflow.since_seen[1] == utc(2026, 11, 10, 11, 50) - sync.OVERLAP

@@ -292,3 +292,37 @@ def test_the_admin_shows_promotions_read_only(ready, envs, alice, admin_client):
     assert Promotion.objects.get(id=promotion.id).state == State.PENDING
     delete = admin_client.post(f"/admin/pipelines/promotion/{promotion.id}/delete/")
     assert delete.status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_identical_promotion_requests_at_once_make_one_and_a_409(
+    ready, envs, alice, monkeypatch, tasks_unsent
+):
+    """Both pass the checks before either inserts: the partial unique constraint decides."""
+    barrier = threading.Barrier(2, timeout=10)
+    real = releases.readiness.blocking_failures
+
+    def held(items):
+        barrier.wait()
+        return real(items)
+
+    monkeypatch.setattr(releases.readiness, "blocking_failures", held)
+    done, errors = [], []
+
+    def ask() -> None:
+        try:
+            done.append(file(ready, envs["stage"], alice))
+        except ReleaseError as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(done) == 1
+    assert [e.status for e in errors] == [409]
+    assert "is already pending" in errors[0].message
+    assert Promotion.objects.count() == 1

@@ -432,3 +432,12 @@ def test_someone_outside_the_team_may_not_read_a_request_and_its_checklists(
     client.force_login(bob)
     own_team = client.get(reverse("pipelines:approvals")).content.decode()
     assert f'id="promotion-{filed.id}"' in own_team
+
+
+def test_a_decision_with_a_field_the_form_does_not_know_is_refused(client, bob, filed, envs):
+    response = post(client, bob, "approve", filed, coment="typo")
+
+    assert response.status_code == 422
+    assert "Unknown field “coment”" in response.content.decode()
+    filed.refresh_from_db()
+    assert filed.state == State.PENDING

@@ -422,3 +422,19 @@ def test_the_checklist_fragment_follows_the_read_rule(client, ready, envs, mallo
     assert refused.status_code == 403
     assert allowed.status_code == 200
     assert "Owner set" in allowed.content.decode()
+
+
+def test_rollback_with_a_field_it_does_not_know_is_refused(as_alice, pipeline, envs, alice):
+    v1 = pipeline.versions.get(number=1)
+    mark_deployed(v1, envs["stage"], alice, ago=5)
+    mark_deployed(edit(pipeline, alice, sla_minutes=90), envs["stage"], alice, ago=2)
+
+    response = as_alice.post(
+        url("rollback", pipeline), {"environment": "stage", "version": "1", "dry_run": "1"}
+    )
+
+    assert response.status_code == 302
+    assert told(response) == [
+        "Unknown field “dry_run”: this form does not take it (check the spelling)."
+    ]
+    assert not AuditEvent.objects.filter(action="rollback").exists()

@@ -376,7 +376,8 @@ def test_an_unexpected_error_in_submit_releases_the_claim(
     run.refresh_from_db()
     assert run.lease_until is None
     assert run.state == RunRequest.State.PENDING
-    assert "a bug" in run.error
+    assert "an internal error (reference" in run.error
+    assert "a bug" not in run.error
 
 
 # --- The request is an outbox row (core/outbox.py) -------------------------------------------

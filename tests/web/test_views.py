@@ -143,3 +143,13 @@ def test_dag_source_page_per_environment(logged_in, created):
     url = reverse("pipelines:dag-source", args=[created.slug, 1])
     body = logged_in.get(url, {"environment": "prod"}).content.decode()
     assert "warehouse_prod" in body
+
+
+def test_deploy_with_a_field_it_does_not_know_says_so_and_deploys_nothing(logged_in, created):
+    url = reverse("pipelines:deployment-create", args=[created.slug])
+    response = logged_in.post(
+        url, {"environment": "stage", "version": 1, "forse": "1"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    assert "Unknown field “forse”" in response.content.decode()
+    assert not Deployment.objects.filter(environment__slug="stage").exists()

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from psycopg import sql as pgsql
 
 from pipelines.authoring.spec import PipelineSpec
+from pipelines.core.errors import user_error
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "partitioned_load.py.tmpl"
 # What a PipelineVersion records as "the template it was rendered with": a name people read and
@@ -131,6 +132,31 @@ def quote_identifier(name: str, dialect: str) -> str:
     raise CodegenError(f"Unknown SQL dialect {dialect!r}")
 
 
+def bindable(statement: str, dialect: str) -> str:
+    """Return `statement` as psycopg must receive it with parameters: every `%` inside a quoted
+    identifier or literal doubled, so a column named "share_%" or "a%sb" is a name, not a
+    placeholder. A statement without placeholders is run without parameters, so it is sent as
+    it is and left alone; SQLite's "?" placeholders need nothing.
+    """
+    if dialect != "postgres":
+        return statement
+    out: list[str] = []
+    quote: str | None = None
+    has_placeholder = False
+    for char in statement:
+        if quote is None:
+            if char in "\"'":
+                quote = char
+            elif char == "%":
+                has_placeholder = True
+            out.append(char)
+            continue
+        if char == quote:  # an embedded quote is doubled: it closes and opens again
+            quote = None
+        out.append("%%" if char == "%" else char)
+    return "".join(out) if has_placeholder else statement
+
+
 def qualified(schema: str, name: str, dialect: str) -> str:
     if schema and dialect != "sqlite":
         return f"{quote_identifier(schema, dialect)}.{quote_identifier(name, dialect)}"
@@ -175,7 +201,7 @@ def build_sql(spec: PipelineSpec, target: RenderTarget) -> dict[str, str]:
     extra = {"key_enforced": KEY_ENFORCED, "lock": CREATE_LOCK} if wh_dialect == "postgres" else {}
     # PostgreSQL truncates names to 63 bytes itself; doing it here keeps the name predictable.
     index = quote_identifier(f"{spec.target_table}__partition"[:63], wh_dialect)
-    return {
+    statements = {
         "create_register": create_register,
         "register_owner": f"SELECT pipeline FROM {register} WHERE table_name = {wh_ph}",
         "register_insert": (
@@ -198,6 +224,12 @@ def build_sql(spec: PipelineSpec, target: RenderTarget) -> dict[str, str]:
             f"GROUP BY {key_cols} HAVING COUNT(*) > 1) AS d"
         ),
         **extra,
+    }
+    return {
+        name: bindable(sql, src_dialect if name == "select_source" else wh_dialect)
+        if isinstance(sql, str)
+        else sql
+        for name, sql in statements.items()
     }
 
 
@@ -222,9 +254,10 @@ def build_copy(spec: PipelineSpec, target: RenderTarget) -> dict[str, Any] | Non
         "source_key": source,
         "types_match": COPY_TYPES_MATCH,
         # psycopg binds COPY's parameters client-side, as quoted literals.
-        "source": (
+        "source": bindable(
             f"COPY (SELECT {cols} FROM {source} WHERE {pc} >= %s AND {pc} < %s) "
-            "TO STDOUT (FORMAT BINARY)"
+            "TO STDOUT (FORMAT BINARY)",
+            "postgres",
         ),
         "target": f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)",
         "merge": build_merge(spec, table),
@@ -267,7 +300,7 @@ def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
         sets = ", ".join(f"{q(n)} = s.{q(n)}" for n in rest)
         update = f"UPDATE {table} AS t SET {sets} FROM {stage} AS s WHERE {where}"
         differ = f"SELECT COUNT(*) FROM {table} AS t JOIN {stage} AS s ON {where}"
-    return {
+    statements = {
         # A warehouse may refuse temporary tables (REVOKE TEMP): the load then deletes and
         # copies instead of failing.
         "can_stage": "SELECT has_database_privilege(current_database(), 'TEMP')",
@@ -290,6 +323,9 @@ def build_merge(spec: PipelineSpec, table: str) -> dict[str, Any]:
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} AS s "
             f"WHERE NOT EXISTS (SELECT FROM {table} AS t WHERE {same_key} AND {in_range})"
         ),
+    }
+    return {
+        name: sql if sql is None else bindable(sql, "postgres") for name, sql in statements.items()
     }
 
 
@@ -451,7 +487,7 @@ def check_source(source: str) -> dict[str, Any]:
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise CodegenError(f"The rendered DAG does not parse: {exc}") from None
+        raise CodegenError(f"The rendered DAG does not parse: {user_error(exc)}.") from None
     assign = spec_node(tree)
     for node in ast.walk(assign.value):
         if not isinstance(node, _LITERAL_NODES):
