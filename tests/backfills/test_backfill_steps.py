@@ -92,9 +92,14 @@ def test_another_backfill_in_airflow_makes_it_wait(deployed, alice, fake_airflow
         "dev__orders_daily", day(1), day(2), reprocess="none", max_active_runs=1
     )
     backfill = submit(deployed, alice)
-    assert step(backfill) == 15
-    assert fresh(backfill).last_error.startswith("Waiting: Airflow answered 409")
-    assert fresh(backfill).state == State.QUEUED
+    assert step(backfill) == backfills.WAIT_SECONDS
+    waiting = fresh(backfill)
+    assert waiting.last_error == (
+        "Waiting: Airflow's backfill 1 of dev__orders_daily (2026-11-01 → 2026-11-02) has not "
+        "completed (Airflow runs one backfill per DAG at a time); chunk 1 of 1 is submitted once "
+        "it has."
+    )
+    assert (waiting.state, waiting.attempts) == (State.QUEUED, 0)
 
 
 def test_pause_resume_and_cancel_go_through_airflow(deployed, alice, fake_airflow):
