@@ -128,7 +128,9 @@ class FakeAirflow:
 
     def _not_completed(self, backfill_id: int) -> None:
         if self.backfills[backfill_id]["completed_at"]:  # like Airflow's pause and unpause
-            raise AirflowConflict("Airflow answered 409: Backfill is already completed.", status=409)
+            raise AirflowConflict(
+                "Airflow answered 409: Backfill is already completed.", status=409
+            )
 
     def backfill_pause(self, backfill_id: int) -> dict[str, Any]:
         self._call("backfill_pause")
