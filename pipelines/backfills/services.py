@@ -910,7 +910,9 @@ def _adopt(backfill: Backfill, token: uuid.UUID, theirs: dict[str, Any]) -> Back
         "airflow_backfill_id": int(theirs["id"]),
         "chunk_submitting_at": None,
         "state": State.RUNNING,
-        "submitted_at": backfill.submitted_at or now,
+        # When the create was sent: Airflow queued the chunk's runs after it, and a run is
+        # counted as this backfill's when it was queued since (selectors.count_runs).
+        "submitted_at": backfill.submitted_at or backfill.chunk_submitting_at,
         "updated_at": now,
     }
     if not Backfill.objects.filter(id=backfill.id, lease_token=token).update(**fields):
@@ -966,7 +968,6 @@ def _submit(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> floa
             f"Waiting: {_blocking(backfill, client)} has not completed (Airflow runs one "
             f"backfill per DAG at a time); {chunk} is submitted once it has.",
         )
-    now = timezone.now()
     return _move(
         backfill,
         token,
@@ -974,7 +975,7 @@ def _submit(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> floa
         state=State.RUNNING,
         airflow_backfill_id=created["id"],
         chunk_submitting_at=None,
-        submitted_at=backfill.submitted_at or now,
+        submitted_at=backfill.submitted_at or backfill.chunk_submitting_at,
     )
 
 

@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.db import connection
 
 from pipelines.backfills import services as backfills
@@ -429,8 +430,13 @@ def test_a_lost_create_reply_is_adopted_never_created_again(deployed, alice, fak
     assert (lost.state, lost.airflow_backfill_id, lost.attempts) == (State.QUEUED, None, 1)
     assert lost.chunk_submitting_at is not None  # written before the create was sent
     assert "unreachable" in lost.last_error
+    # Airflow queues the runs when it makes the backfill; the portal looks a minute later.
+    sent = lost.chunk_submitting_at.isoformat()
+    for n in range(1, 8):
+        fake_airflow.add_backfill_run(1, run_date(n), "queued", queued_at=sent)
     due_now(backfill)
-    assert step(backfill) == backfills.FOLLOW_SECONDS
+    with time_machine.travel(lost.chunk_submitting_at + timedelta(minutes=1), tick=False):
+        assert step(backfill) == backfills.FOLLOW_SECONDS
     adopted = fresh(backfill)
     assert (adopted.state, adopted.airflow_backfill_id, adopted.chunk_submitting_at) == (
         State.RUNNING,
@@ -438,13 +444,18 @@ def test_a_lost_create_reply_is_adopted_never_created_again(deployed, alice, fak
         None,
     )
     assert (adopted.attempts, adopted.last_error) == (0, "")
+    # Its runs were queued after the create was sent, not after it was adopted: they count.
+    assert adopted.submitted_at == lost.chunk_submitting_at
     assert fake_airflow.calls.count("backfill_create") == 1
     assert len(fake_airflow.backfills) == 1
-    fake_airflow.add_backfill_run(1, run_date(1), "success")
+    for run in fake_airflow.runs.values():
+        run["state"] = "success"
     fake_airflow.finish_backfill(1)
     due_now(backfill)
-    step(backfill)
-    assert fresh(backfill).state == State.SUCCEEDED
+    with time_machine.travel(lost.chunk_submitting_at + timedelta(minutes=5), tick=False):
+        step(backfill)
+    ended = fresh(backfill)
+    assert (ended.state, ended.counted["done"]) == (State.SUCCEEDED, 7)
 
 
 def test_a_create_that_failed_before_airflow_made_it_is_sent_again_once(
