@@ -18,6 +18,7 @@ of exactly the chunk's range.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import date, datetime, timedelta
@@ -83,8 +84,9 @@ def state_is(client, key: str, backfill_id: int, *states: str) -> Any:
 
 
 def test_backfills_keep_track_of_airflow_through_a_faulty_proxy(
-    client, proxy, airflow, alice, settings
+    client, proxy, airflow, alice, settings, caplog
 ):
+    caplog.set_level(logging.INFO, logger="pipelines.backfills.services")
     settings.BACKFILL_CHUNK_RUNS = CHUNK_RUNS
     key = token_create(user=alice)
     theirs = AirflowClient(airflow.url, "portal", airflow.users["portal"])  # not proxied
@@ -93,6 +95,10 @@ def test_backfills_keep_track_of_airflow_through_a_faulty_proxy(
     scheduled = scheduled_partition(theirs, dag_id)
     days: list[date] = [scheduled - timedelta(days=n) for n in range(DAYS, 0, -1)]
     known: set[int] = set()
+
+    def adoptions(backfill_id: int) -> int:
+        said = f"backfill {backfill_id} adopted Airflow's backfill"
+        return sum(said in r.getMessage() for r in caplog.records)
 
     def one_airflow_backfill_per_chunk(backfill_id: int) -> None:
         """Airflow's backfills of the DAG made since the last check: one per chunk, in order,
@@ -123,6 +129,7 @@ def test_backfills_keep_track_of_airflow_through_a_faulty_proxy(
     assert [s for s in proxy.seen if "reply dropped" in s[2]], proxy.seen
     succeeded_with_every_run(done)
     one_airflow_backfill_per_chunk(lost["id"])
+    assert adoptions(lost["id"]) == 1, caplog.text  # the lost one, found in Airflow's list
 
     # 2. The first pause meets Airflow's 409; pause, resume, and it carries on.
     _, paused = submit(client, name, key, days, "all")
@@ -176,3 +183,5 @@ def test_backfills_keep_track_of_airflow_through_a_faulty_proxy(
     succeeded_with_every_run(done)
     one_airflow_backfill_per_chunk(slow["id"])
     assert steps, "the second worker never ran"
+    # A create outlived its lease and the next claim found what it had made.
+    assert adoptions(slow["id"]) >= 1, caplog.text
