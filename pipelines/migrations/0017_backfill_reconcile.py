@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipelines', '0016_backfill_counted'),
+        ('pipelines', '0018_run_four_eyes'),
     ]
 
     operations = [
