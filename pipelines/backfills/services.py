@@ -45,6 +45,7 @@ from pipelines.core.airflow import (
     AirflowUnavailable,
 )
 from pipelines.core.audit import audit_record
+from pipelines.core.secrets import SecretNameError
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring.models import PipelineHealth, RunRecord
 from pipelines.runs.models import RunRequest
@@ -699,6 +700,10 @@ def backfill_step(*, backfill_id: int) -> float | None:
         client = AirflowClient.for_environment(backfill.environment)
     except AirflowCredentialsError as exc:
         _end(backfill, token, State.FAILED, _unreachable_for_good(backfill, exc.message))
+        return None
+    except SecretNameError as exc:  # a row saved before the rule on variable names
+        reason = f"The credentials of {backfill.environment.name}'s Airflow cannot be read: {exc}"
+        _end(backfill, token, State.FAILED, _unreachable_for_good(backfill, reason))
         return None
     try:
         return _advance(backfill, token, client)

@@ -210,15 +210,14 @@ class AirflowClient:
 
     @classmethod
     def for_environment(cls, environment: Any) -> AirflowClient:
-        """The client of `environment`'s Airflow; AirflowCredentialsError when its credentials
-        cannot be read (the sentence names the variable, never its value)."""
+        """The client of `environment`'s Airflow.
+
+        Raises secrets.SecretNameError for a variable name outside the prefix, and
+        AirflowCredentialsError when a variable is not set (the sentence names the variable,
+        never a value): no request could succeed, so no caller should try one.
+        """
+        username, password = environment.airflow_credentials()
         names = (environment.airflow_username_env, environment.airflow_password_env)
-        try:
-            username, password = environment.airflow_credentials()
-        except ValueError as exc:  # secrets.SecretNameError: a name outside the prefix
-            raise AirflowCredentialsError(
-                f"The credentials of {environment.name}'s Airflow cannot be read: {exc}"
-            ) from exc
         unset = [name for name, value in zip(names, (username, password), strict=True) if not value]
         if unset:
             raise AirflowCredentialsError(

@@ -652,3 +652,17 @@ def test_unreadable_credentials_end_the_step_with_that_reason(deployed, alice, m
     )
     assert ended.attempts == 1
     assert step(backfill) is None  # ended: no loop
+
+
+def test_a_credential_variable_outside_the_prefix_ends_the_step_too(deployed, alice, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://portal:s3cret@db/portal")
+    backfill = submit(deployed, alice)
+    env = deployed["dev"].environment
+    type(env).objects.filter(id=env.id).update(airflow_password_env="DATABASE_URL")
+    assert step(backfill) is None
+    ended = fresh(backfill)
+    assert ended.state == State.FAILED
+    assert ended.last_error.startswith(
+        "The credentials of Dev's Airflow cannot be read: “DATABASE_URL”"
+    )
+    assert "s3cret" not in ended.last_error
