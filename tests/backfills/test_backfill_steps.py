@@ -4,12 +4,14 @@ environments that require them follow the promotions' rules."""
 
 from __future__ import annotations
 
+import html
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
 from django.db import connection
+from django.urls import reverse
 
 from pipelines.backfills import services as backfills
 from pipelines.backfills.models import Backfill
@@ -631,6 +633,9 @@ def test_waiting_for_another_backfill_of_the_dag_is_not_an_attempt(
     assert waiting.last_error.startswith("Waiting: Airflow's backfill 1 of dev__orders_daily")
     shown = api_client.get(f"/api/v1/backfills/{backfill.id}").json()
     assert (shown["state"], shown["error"]) == ("queued", waiting.last_error)
+    api_client.force_login(alice)
+    page = api_client.get(reverse("pipelines:backfill-detail", args=[backfill.id]))
+    assert waiting.last_error in html.unescape(page.content.decode())
     theirs["completed_at"] = "2026-11-10T12:00:00+00:00"
     due_now(backfill)
     step(backfill)
