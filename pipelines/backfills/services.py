@@ -881,7 +881,8 @@ def _created_earlier(backfill: Backfill, client: AirflowClient) -> dict[str, Any
 
     Airflow has no idempotency key for a backfill: it is the DAG's backfill of exactly the
     chunk's range, created no earlier than the first create was sent (less the clocks' skew),
-    and not one another backfill of the portal already owns.
+    not completed before it was sent (an earlier backfill of the same days), and not one
+    another backfill of the portal owns.
     """
     start, end = _chunk_range(backfill)
     skew = timedelta(seconds=settings.BACKFILL_CLOCK_SKEW_SECONDS)
@@ -899,12 +900,18 @@ def _created_earlier(backfill: Backfill, client: AirflowClient) -> dict[str, Any
                 and datetime.fromisoformat(theirs["from_date"]) == start
                 and datetime.fromisoformat(theirs["to_date"]) == end
                 and datetime.fromisoformat(theirs["created_at"]) >= since
+                and not _completed_before(theirs, backfill.chunk_submitting_at)
             )
         except (KeyError, TypeError, ValueError):  # not a backfill we could have made
             continue
         if same and theirs.get("id") not in owned:
             return theirs
     return None
+
+
+def _completed_before(theirs: dict[str, Any], moment: datetime) -> bool:
+    completed = theirs.get("completed_at")
+    return bool(completed) and datetime.fromisoformat(completed) < moment
 
 
 def _adopt(backfill: Backfill, token: uuid.UUID, theirs: dict[str, Any]) -> Backfill | None:

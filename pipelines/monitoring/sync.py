@@ -27,6 +27,7 @@ from django.utils import timezone
 from pipelines.core import schedule
 from pipelines.core.airflow import (
     AirflowClient,
+    AirflowCredentialsError,
     AirflowError,
     AirflowUnavailable,
     DagRunState,
@@ -201,7 +202,11 @@ def _collector_paused() -> Iterator[None]:
 def _sync(
     environment: Environment, state: SyncState, started: datetime, client: AirflowClient | None
 ) -> SyncResult:
-    client = client or AirflowClient.for_environment(environment)
+    try:
+        client = client or AirflowClient.for_environment(environment)
+    except AirflowCredentialsError as exc:  # no request could succeed: say why, as Airflow's
+        SyncState.objects.filter(id=state.id).update(lease_until=None, last_error=exc.message)
+        raise
     since = state.watermark - OVERLAP if state.watermark else started - FIRST_SYNC_LOOKBACK
     unreadable: dict[int, monitor.Unreadable] = {}
     deployed = monitor.deployed_pipelines(environment, unreadable=unreadable)

@@ -472,6 +472,15 @@ def test_a_create_that_failed_before_airflow_made_it_is_sent_again_once(
         max_active_runs=1,
     )
     old.update(created_at="2026-11-09T08:00:00+00:00", completed_at="2026-11-09T09:00:00+00:00")
+    # And one a little earlier than the clocks' skew allows for, completed before this one.
+    recent = fake_airflow.backfill_create(
+        "dev__orders_daily",
+        datetime(2026, 11, 1, 2, tzinfo=UTC),
+        datetime(2026, 11, 7, 2, tzinfo=UTC),
+        reprocess="none",
+        max_active_runs=1,
+    )
+    recent.update(created_at="2026-11-10T11:59:30+00:00", completed_at="2026-11-10T11:59:50+00:00")
     backfill = submit(deployed, alice)
     fake_airflow.down = True
     step(backfill)
@@ -479,8 +488,8 @@ def test_a_create_that_failed_before_airflow_made_it_is_sent_again_once(
     due_now(backfill)
     step(backfill)
     assert fake_airflow.calls.count("backfill_list") == 1  # looked before creating again
-    assert len(fake_airflow.backfills) == 2
-    assert fresh(backfill).airflow_backfill_id == 2
+    assert len(fake_airflow.backfills) == 3
+    assert fresh(backfill).airflow_backfill_id == 3
 
 
 def test_a_step_that_outlived_its_lease_meets_the_next_one_adopting_its_create(

@@ -33,6 +33,7 @@ from pipelines.core.tokens import token_create
 from pipelines.models import Backfill
 from tests.integration.conftest import (
     RUN_TIMEOUT,
+    dag_runs,
     deploy,
     dev_environment,
     get,
@@ -113,14 +114,24 @@ def test_backfills_keep_track_of_airflow_through_a_faulty_proxy(
         assert all(b["completed_at"] for b in made), made
 
     def succeeded_with_every_run(done: dict[str, Any]) -> None:
-        assert done["state"] == "succeeded", (done, proxy.seen[-30:])
+        row = Backfill.objects.get(id=done["id"])
+        runs = [
+            {k: r.get(k) for k in ("dag_run_id", "state", "queued_at", "start_date", "end_date")}
+            for r in dag_runs(theirs, dag_id, run_type="backfill")
+        ]
+        facts = (
+            f"{done}\nsubmitted_at {row.submitted_at}, counted {row.counted}, chunks "
+            f"{row.chunks}\nAirflow's runs: {runs}\nAirflow's backfills: "
+            f"{theirs.backfill_list(dag_id)}\nthrough the proxy: {proxy.seen[-40:]}"
+        )
+        assert done["state"] == "succeeded", facts
         assert (done["runs"], done["done"], done["failed"], done["cancelled"]) == (
             DAYS,
             DAYS,
             0,
             0,
-        ), done
-        assert (done["queued"], done["running"], done["percent"]) == (0, 0, 100), done
+        ), facts
+        assert (done["queued"], done["running"], done["percent"]) == (0, 0, 100), facts
 
     # 1. The first create's reply is lost after Airflow made it.
     proxy.drop_create_replies = 1

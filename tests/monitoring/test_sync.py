@@ -7,7 +7,7 @@ import time_machine
 
 from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
-from pipelines.core.airflow import AirflowUnavailable
+from pipelines.core.airflow import AirflowCredentialsError, AirflowUnavailable
 from pipelines.deployments import services as deploy
 from pipelines.models import Deployment, PipelineHealth, RunRecord, SlaMiss, SyncState, Verdict
 from pipelines.monitoring import monitor, sync
@@ -235,3 +235,17 @@ def test_pipeline_page_shows_chart_and_partition_calendar(
     ]:  # fmt: skip
         assert f'data-partition="{partition}" data-status="{status}"' in body
     assert body.count("data-partition=") == 35
+
+
+def test_unreadable_credentials_are_the_syncs_last_error(environments, monkeypatch):
+    dev = environments["dev"]
+    monkeypatch.delenv(dev.airflow_username_env, raising=False)
+    monkeypatch.delenv(dev.airflow_password_env, raising=False)
+    with pytest.raises(AirflowCredentialsError):
+        sync.environment_sync(environment_id=dev.id)
+    state = SyncState.objects.get(environment=dev)
+    assert state.last_error == (
+        f"The credentials of Dev's Airflow cannot be read: {dev.airflow_username_env} and "
+        f"{dev.airflow_password_env} are not set in the portal's environment."
+    )
+    assert state.lease_until is None
