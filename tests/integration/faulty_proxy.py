@@ -106,6 +106,10 @@ class FaultyProxy:
                     response = upstream.getresponse()
                     status, answer = response.status, response.read()
                     kept = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+                except OSError as exc:  # Airflow itself is down: say so, as a gateway does
+                    proxy.seen.append((method, path, f"502 ({exc})"))
+                    self._answer(502, [("Content-Type", "text/plain")], str(exc).encode())
+                    return
                 finally:
                     upstream.close()
                 if method == "POST" and CREATE.match(path) and proxy._take("drop_create_replies"):
