@@ -247,6 +247,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
+# Every outbox lease lasts at least the hard time limit plus this (core/outbox.py): a row is
+# claimed again only once the worker that held it has been stopped.
+OUTBOX_LEASE_MARGIN_SECONDS = env_int("OUTBOX_LEASE_MARGIN_SECONDS", 60)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
@@ -293,6 +296,9 @@ DEPLOY_BACKOFF_MAX_SECONDS = float(env_int("DEPLOY_BACKOFF_MAX_SECONDS", 600))
 BACKFILL_SCHEDULE_GRACE_MINUTES = env_int("BACKFILL_SCHEDULE_GRACE_MINUTES", 60)
 # Runs per Airflow backfill: a longer range is submitted in chunks, one after another.
 BACKFILL_CHUNK_RUNS = env_int("BACKFILL_CHUNK_RUNS", 500)
+# Airflow's clock and the portal's may differ: an Airflow backfill created up to this long before
+# the portal sent its create still counts as that create's when the reply was lost.
+BACKFILL_CLOCK_SKEW_SECONDS = env_int("BACKFILL_CLOCK_SKEW_SECONDS", 60)
 
 # --- Alerts -------------------------------------------------------------------------------------
 # Where an alert goes is on the Team (on-call / quiet targets) and Environment (pages_oncall) rows;

@@ -23,6 +23,11 @@ class FakeAirflow:
         self.runs: dict[tuple[str, str], dict[str, Any]] = {}
         self.backfills: dict[int, dict[str, Any]] = {}
         self.calls: list[str] = []
+        # Faults of the backfill endpoints: creates whose answer is lost after Airflow made
+        # them (a read timeout, a dropped connection, a 5xx from a proxy); a hook run in the
+        # middle of a create, once Airflow has made it (another worker, say).
+        self.lose_create_replies = 0
+        self.during_create: Any = None
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -105,22 +110,50 @@ class FakeAirflow:
             "reprocess_behavior": reprocess,
             "max_active_runs": max_active_runs,
             "is_paused": False,
+            "created_at": datetime.now(UTC).isoformat(),
             "completed_at": None,
         }
         self.backfills[backfill["id"]] = backfill
+        if self.during_create is not None:
+            hook, self.during_create = self.during_create, None
+            hook()
+        if self.lose_create_replies:
+            self.lose_create_replies -= 1
+            raise AirflowUnavailable("Airflow at http://airflow.invalid is unreachable: reset")
         return backfill
+
+    def backfill_list(self, dag_id: str) -> list[dict[str, Any]]:
+        """Like GET /api/v2/backfills?dag_id=: oldest first, dates as ISO strings."""
+        self._call("backfill_list")
+        return [
+            {
+                **b,
+                "from_date": b["from_date"].isoformat(),
+                "to_date": b["to_date"].isoformat(),
+            }
+            for b in sorted(self.backfills.values(), key=lambda b: b["id"])
+            if b["dag_id"] == dag_id
+        ]
 
     def backfill_get(self, backfill_id: int) -> dict[str, Any]:
         self._call("backfill_get")
         return self.backfills[backfill_id]
 
+    def _not_completed(self, backfill_id: int) -> None:
+        if self.backfills[backfill_id]["completed_at"]:  # like Airflow's pause and unpause
+            raise AirflowConflict(
+                "Airflow answered 409: Backfill is already completed.", status=409
+            )
+
     def backfill_pause(self, backfill_id: int) -> dict[str, Any]:
         self._call("backfill_pause")
+        self._not_completed(backfill_id)
         self.backfills[backfill_id]["is_paused"] = True
         return self.backfills[backfill_id]
 
     def backfill_unpause(self, backfill_id: int) -> dict[str, Any]:
         self._call("backfill_unpause")
+        self._not_completed(backfill_id)
         self.backfills[backfill_id]["is_paused"] = False
         return self.backfills[backfill_id]
 

@@ -10,8 +10,9 @@ from pipelines.authoring.models import Pipeline
 from pipelines.core.outbox import Outbox, RetryPolicy
 from pipelines.deployments.models import Environment
 
-# Airflow's backfill is watched by asking it every few seconds; one step never waits.
-BACKFILL_POLICY = RetryPolicy(max_attempts=12, backoff_first_s=5, backoff_max_s=900, lease_s=120)
+# Airflow's backfill is watched by asking it every few seconds; one step never waits. The lease
+# is the outbox's rule (Celery's hard time limit and a margin).
+BACKFILL_POLICY = RetryPolicy(max_attempts=12, backoff_first_s=5, backoff_max_s=900)
 
 
 class Backfill(Outbox):
@@ -21,7 +22,8 @@ class Backfill(Outbox):
 
     AWAITING_APPROVAL (environments with requires_approval) → QUEUED → RUNNING ⇄ PAUSED →
     SUCCEEDED | FAILED | CANCELLED; REJECTED by an approver. QUEUED means "the next chunk is to
-    be submitted" (first, or after the previous finished).
+    be submitted" (first, or after the previous finished); `airflow_backfill_id` is then empty,
+    and `chunk_submitting_at` says whether a create of it may have reached Airflow.
     """
 
     OUTBOX_TASK = "pipelines.tasks.backfill_step"
@@ -68,7 +70,16 @@ class Backfill(Outbox):
     # [[from, to], …] ISO datetimes, each one Airflow backfill; submitted in order.
     chunks = models.JSONField(default=list)
     chunk_index = models.PositiveIntegerField(default=0, help_text="The chunk submitted last.")
-    airflow_backfill_id = models.BigIntegerField(null=True, blank=True)
+    airflow_backfill_id = models.BigIntegerField(
+        null=True, blank=True, help_text="Airflow's backfill of the current chunk, once known."
+    )
+    chunk_submitting_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a create of the current chunk was first sent to Airflow, while its "
+        "Airflow id is unknown: Airflow may have made it, so a step looks there before it "
+        "creates again.",
+    )
     # {done, failed, cancelled, running}: the runs of the chunks finished so far, read from
     # Airflow as each finished. An ended backfill shows these, not the synced runs: a later
     # backfill re-running the same runs would otherwise take its progress back.

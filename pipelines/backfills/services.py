@@ -27,6 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, DateTimeField, Value, When
 from django.utils import timezone
 
 from pipelines.alerts.services import notice_send
@@ -39,11 +40,13 @@ from pipelines.core import backfill as plans
 from pipelines.core.airflow import (
     AirflowClient,
     AirflowConflict,
+    AirflowCredentialsError,
     AirflowError,
     AirflowUnavailable,
 )
 from pipelines.core.audit import audit_record
 from pipelines.core.errors import user_error
+from pipelines.core.secrets import SecretNameError
 from pipelines.deployments.models import Deployment, Environment
 from pipelines.monitoring.models import PipelineHealth, RunRecord
 from pipelines.runs.models import RunRequest
@@ -693,29 +696,54 @@ def backfill_cancel(*, backfill_id: int, by: object) -> Backfill:
 # --- the outbox step -------------------------------------------------------------------------
 
 FOLLOW_SECONDS = 5.0
+# Another backfill of the DAG runs in Airflow (one per DAG at a time): look again this often.
+WAIT_SECONDS = 15.0
+# A paused backfill is looked at again this rarely: resume and cancel make it due at once.
+PARKED_SECONDS = 3600.0
 
 
 def backfill_step(*, backfill_id: int) -> float | None:
     """Take one step; return seconds until the next is due (None: nothing more to do).
 
-    Airflow unreachable: released with backoff (the request is kept and submitted later, once:
-    a chunk is submitted only from QUEUED and the row leaves QUEUED in the same claim).
+    Airflow unreachable: released with backoff, counted against the attempt cap. A create whose
+    answer never came back (a lost reply, a 5xx, a worker stopped mid-step) is never sent
+    again blindly: `chunk_submitting_at` was written before it was sent, and every later step
+    first looks in Airflow's list of the DAG's backfills and adopts the one it made.
     """
     token = Backfill.claim(backfill_id)
     if token is None:
         return None
     backfill = Backfill.objects.select_related("environment").get(id=backfill_id)
-    client = AirflowClient.for_environment(backfill.environment)
+    try:
+        client = AirflowClient.for_environment(backfill.environment)
+    except AirflowCredentialsError as exc:
+        _end(backfill, token, State.FAILED, _unreachable_for_good(backfill, exc.message))
+        return None
+    except SecretNameError as exc:  # a row saved before the rule on variable names
+        reason = f"The credentials of {backfill.environment.name}'s Airflow cannot be read: {exc}"
+        _end(backfill, token, State.FAILED, _unreachable_for_good(backfill, reason))
+        return None
     try:
         return _advance(backfill, token, client)
     except AirflowUnavailable as exc:
-        return Backfill.release(backfill.id, token, error=str(exc))
+        return Backfill.release(backfill.id, token, error=str(exc), updated_at=timezone.now())
     except AirflowError as exc:
         _end(backfill, token, State.FAILED, f"Airflow refused: {exc.message}")
     except Exception as exc:  # a bug: retried with backoff, then capped
         logger.exception("backfill step %s failed", backfill_id)
-        return Backfill.release(backfill.id, token, error=user_error(exc))
+        return Backfill.release(
+            backfill.id, token, error=user_error(exc), updated_at=timezone.now()
+        )
     return None
+
+
+def _unreachable_for_good(backfill: Backfill, reason: str) -> str:
+    if backfill.airflow_backfill_id is None and backfill.chunk_submitting_at is None:
+        return f"{reason} Nothing of this chunk was sent to Airflow."
+    return (
+        f"{reason} Airflow may still run this backfill's current chunk: pause or cancel it in "
+        "Airflow, and fix the environment's credentials."
+    )
 
 
 def _end(backfill: Backfill, token: uuid.UUID, state: str, error: str = "", **fields: Any) -> None:
@@ -732,7 +760,8 @@ def _end(backfill: Backfill, token: uuid.UUID, state: str, error: str = "", **fi
 
 
 def _move(backfill: Backfill, token: uuid.UUID, delay: float, **fields: Any) -> float | None:
-    """Stay claimable in a new state, due again in `delay` seconds."""
+    """Stay claimable in a new state, due again in `delay` seconds; the step went well, so the
+    attempts start again from none."""
     now = timezone.now()
     changed = Backfill.objects.filter(id=backfill.id, lease_token=token).update(
         lease_token=None,
@@ -746,38 +775,77 @@ def _move(backfill: Backfill, token: uuid.UUID, delay: float, **fields: Any) -> 
     return delay if changed else None
 
 
+def _park(backfill: Backfill, token: uuid.UUID) -> float | None:
+    """PAUSED until a resume or cancel, which makes it due at once. One that came while this
+    step ran (`wanted` is no longer pause) stays due now."""
+    now = timezone.now()
+    later = now + timedelta(seconds=PARKED_SECONDS)
+    changed = Backfill.objects.filter(id=backfill.id, lease_token=token).update(
+        state=State.PAUSED,
+        lease_token=None,
+        lease_until=None,
+        next_attempt_at=Case(
+            When(wanted=Wanted.PAUSE, then=Value(later)),
+            default=Value(now),
+            output_field=DateTimeField(),
+        ),
+        attempts=0,
+        last_error="",
+        updated_at=now,
+    )
+    if not changed or Backfill.objects.filter(id=backfill.id, wanted=Wanted.PAUSE).exists():
+        return None
+    return 0.0  # resumed or cancelled meanwhile: that request's own enqueue found it claimed
+
+
+def _wait(backfill: Backfill, token: uuid.UUID, why: str) -> float | None:
+    """Not submitted yet, for a reason that is nobody's failure: due again in WAIT_SECONDS, and
+    not an attempt (it may wait for hours); `why` is what the page and the API show."""
+    return Backfill.release(
+        backfill.id, token, delay=WAIT_SECONDS, last_error=why, updated_at=timezone.now()
+    )
+
+
 def _advance(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> float | None:
-    wanted, state = backfill.wanted, backfill.state
-    if state == State.QUEUED:
-        if wanted == Wanted.CANCEL:
-            _cancelled(backfill, token, backfill.counted)
-            return None
-        if wanted == Wanted.PAUSE:
-            Backfill.finish(backfill.id, token, state=State.PAUSED, updated_at=timezone.now())
-            return None
-        return _submit(backfill, token, client)
-    backfill_id = backfill.airflow_backfill_id
+    if backfill.airflow_backfill_id is None and backfill.chunk_submitting_at is not None:
+        # A create of this chunk was sent and its answer is unknown: Airflow may have made it.
+        found = _created_earlier(backfill, client)
+        if found is not None:
+            adopted = _adopt(backfill, token, found)
+            if adopted is None:
+                return None
+            backfill = adopted
+    wanted, state, airflow_id = backfill.wanted, backfill.state, backfill.airflow_backfill_id
     if wanted == Wanted.CANCEL:
-        if backfill_id is not None:
+        if airflow_id is None:
+            _cancelled(backfill, token, backfill.counted)
+        else:
             with contextlib.suppress(AirflowConflict):  # it completed meanwhile
-                client.backfill_cancel(backfill_id)
-        _cancelled(backfill, token, _chunk_counted(backfill, client))
+                client.backfill_cancel(airflow_id)
+            _cancelled(backfill, token, _chunk_counted(backfill, client))
         return None
-    if state == State.PAUSED:
-        if wanted == Wanted.PAUSE:
-            Backfill.finish(backfill.id, token, state=State.PAUSED, updated_at=timezone.now())
-            return None
-        if backfill_id is not None:
-            client.backfill_unpause(backfill_id)
-        return _move(backfill, token, FOLLOW_SECONDS, state=State.RUNNING)
-    # RUNNING
     if wanted == Wanted.PAUSE:
-        client.backfill_pause(backfill_id)
-        Backfill.finish(backfill.id, token, state=State.PAUSED, updated_at=timezone.now())
-        return None
-    found = client.backfill_get(backfill_id)
+        if airflow_id is not None and state != State.PAUSED:
+            # 409: the chunk completed meanwhile; nothing to pause. Resume follows it to its
+            # end and submits the next chunk then.
+            with contextlib.suppress(AirflowConflict):
+                client.backfill_pause(airflow_id)
+        # No chunk in Airflow (before the first, or between two): the portal's state alone;
+        # the next chunk is not submitted while paused.
+        return _park(backfill, token)
+    if airflow_id is None:  # queued, or resumed before the chunk was submitted
+        return _submit(backfill, token, client)
+    if state == State.PAUSED:
+        with contextlib.suppress(AirflowConflict):  # it completed while paused: followed below
+            client.backfill_unpause(airflow_id)
+        return _move(backfill, token, 0, state=State.RUNNING)
+    return _follow(backfill, token, client)
+
+
+def _follow(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> float | None:
+    found = client.backfill_get(backfill.airflow_backfill_id)
     if not found.get("completed_at"):
-        return _move(backfill, token, FOLLOW_SECONDS)
+        return _move(backfill, token, FOLLOW_SECONDS, state=State.RUNNING)
     # Decided from Airflow's own runs, not the synced ones: the sync may not have seen the
     # last run end yet.
     counted = _chunk_counted(backfill, client)
@@ -789,6 +857,8 @@ def _advance(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> flo
             state=State.QUEUED,
             chunk_index=backfill.chunk_index + 1,
             counted=counted,
+            airflow_backfill_id=None,
+            chunk_submitting_at=None,
         )
     if counted["failed"]:
         _end(
@@ -805,8 +875,8 @@ def _advance(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> flo
 
 
 def _chunk_counted(backfill: Backfill, client: AirflowClient) -> dict[str, int]:
-    """The backfill's counts with those of the chunk submitted last, read from Airflow."""
-    start, end = (datetime.fromisoformat(d) for d in backfill.chunks[backfill.chunk_index])
+    """The backfill's counts with those of the current chunk, read from Airflow."""
+    start, end = _chunk_range(backfill)
     runs = client.backfill_runs(backfill.dag_id, start, end)
     return selectors.add_counts(backfill.counted, selectors.count_runs(backfill, runs))
 
@@ -819,28 +889,123 @@ def _cancelled(backfill: Backfill, token: uuid.UUID, counted: dict[str, int]) ->
     _end(backfill, token, State.CANCELLED, counted=counted)
 
 
-def _submit(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> float | None:
+def _chunk_range(backfill: Backfill) -> tuple[datetime, datetime]:
     start, end = backfill.chunks[backfill.chunk_index]
+    return datetime.fromisoformat(start), datetime.fromisoformat(end)
+
+
+def _created_earlier(backfill: Backfill, client: AirflowClient) -> dict[str, Any] | None:
+    """Airflow's backfill that an earlier create of the current chunk made, or None.
+
+    Airflow has no idempotency key for a backfill: it is the DAG's backfill of exactly the
+    chunk's range, created no earlier than the first create was sent (less the clocks' skew),
+    not completed before it was sent (an earlier backfill of the same days), and not one
+    another backfill of the portal owns.
+    """
+    start, end = _chunk_range(backfill)
+    skew = timedelta(seconds=settings.BACKFILL_CLOCK_SKEW_SECONDS)
+    since = backfill.chunk_submitting_at - skew
+    owned = set(
+        Backfill.objects.filter(environment=backfill.environment_id, dag_id=backfill.dag_id)
+        .exclude(id=backfill.id)
+        .exclude(airflow_backfill_id=None)
+        .values_list("airflow_backfill_id", flat=True)
+    )
+    for theirs in client.backfill_list(backfill.dag_id):  # oldest first
+        try:
+            same = (
+                theirs.get("dag_id") == backfill.dag_id
+                and datetime.fromisoformat(theirs["from_date"]) == start
+                and datetime.fromisoformat(theirs["to_date"]) == end
+                and datetime.fromisoformat(theirs["created_at"]) >= since
+                and not _completed_before(theirs, backfill.chunk_submitting_at)
+            )
+        except (KeyError, TypeError, ValueError):  # not a backfill we could have made
+            continue
+        if same and theirs.get("id") not in owned:
+            return theirs
+    return None
+
+
+def _completed_before(theirs: dict[str, Any], moment: datetime) -> bool:
+    completed = theirs.get("completed_at")
+    return bool(completed) and datetime.fromisoformat(completed) < moment
+
+
+def _adopt(backfill: Backfill, token: uuid.UUID, theirs: dict[str, Any]) -> Backfill | None:
+    """Record Airflow's backfill as the current chunk's (RUNNING: Airflow runs it; a pause or
+    cancel asked for meanwhile is then carried out on it). None: the lease is no longer ours."""
+    now = timezone.now()
+    fields = {
+        "airflow_backfill_id": int(theirs["id"]),
+        "chunk_submitting_at": None,
+        "state": State.RUNNING,
+        # When the create was sent: Airflow queued the chunk's runs after it, and a run is
+        # counted as this backfill's when it was queued since (selectors.count_runs).
+        "submitted_at": backfill.submitted_at or backfill.chunk_submitting_at,
+        "updated_at": now,
+    }
+    if not Backfill.objects.filter(id=backfill.id, lease_token=token).update(**fields):
+        return None
+    logger.info("backfill %s adopted Airflow's backfill %s", backfill.id, theirs["id"])
+    for name, value in fields.items():
+        setattr(backfill, name, value)
+    return backfill
+
+
+def _blocking(backfill: Backfill, client: AirflowClient) -> str:
+    """Which of the DAG's backfills in Airflow has not completed, as a sentence."""
+    try:
+        running = [b for b in client.backfill_list(backfill.dag_id) if not b.get("completed_at")]
+    except AirflowError:
+        running = []
+    if not running:
+        return f"another backfill of {backfill.dag_id}"
+    other = running[0]
+    return (
+        f"Airflow's backfill {other.get('id')} of {backfill.dag_id} "
+        f"({str(other.get('from_date', ''))[:10]} → {str(other.get('to_date', ''))[:10]})"
+    )
+
+
+def _submit(backfill: Backfill, token: uuid.UUID, client: AirflowClient) -> float | None:
+    start, end = _chunk_range(backfill)
+    if backfill.chunk_submitting_at is None:
+        # Written, and committed, before the create is sent: whatever happens to its answer,
+        # every later step knows that Airflow may have made it and looks there first.
+        now = timezone.now()
+        marked = Backfill.objects.filter(id=backfill.id, lease_token=token).update(
+            chunk_submitting_at=now
+        )
+        if not marked:
+            return None
+        backfill.chunk_submitting_at = now
     try:
         created = client.backfill_create(
             backfill.dag_id,
-            datetime.fromisoformat(start),
-            datetime.fromisoformat(end),
+            start,
+            end,
             reprocess=plans.AIRFLOW_REPROCESS[backfill.reprocess],
             max_active_runs=backfill.max_active_runs,
         )
-    except AirflowConflict as exc:
-        # Another backfill of the DAG still runs in Airflow (the previous chunk finishing, or
-        # one started outside the portal): wait and submit then.
-        return Backfill.release(backfill.id, token, error=f"Waiting: {exc.message}", delay=15)
-    now = timezone.now()
+    except AirflowConflict:
+        # Airflow runs one backfill per DAG: another still runs (one started in Airflow's UI,
+        # say). Nothing was created; wait for it, as long as it takes.
+        chunk = f"chunk {backfill.chunk_index + 1} of {len(backfill.chunks)}"
+        return _wait(
+            backfill,
+            token,
+            f"Waiting: {_blocking(backfill, client)} has not completed (Airflow runs one "
+            f"backfill per DAG at a time); {chunk} is submitted once it has.",
+        )
     return _move(
         backfill,
         token,
         FOLLOW_SECONDS,
         state=State.RUNNING,
         airflow_backfill_id=created["id"],
-        submitted_at=backfill.submitted_at or now,
+        chunk_submitting_at=None,
+        submitted_at=backfill.submitted_at or backfill.chunk_submitting_at,
     )
 
 

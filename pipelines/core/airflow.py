@@ -2,9 +2,12 @@
 
 Reference: https://airflow.apache.org/docs/apache-airflow/stable/stable-rest-api-ref.html
 One requests.Session per client with connect/read timeouts; urllib3 retries connection errors
-and 502/503/504 with exponential backoff (every call here is safe to repeat: triggers carry a
-deterministic dag_run_id, so a repeated POST answers 409, which callers treat as done). A JWT
-from /auth/token is fetched lazily and fetched again once on a 401.
+and 502/503/504 with exponential backoff (those calls are safe to repeat: triggers carry a
+deterministic dag_run_id, so a repeated POST answers 409, which callers treat as done). Creating
+a backfill is not: Airflow gives each one a new id, so a create is sent once (connection errors
+aside: nothing was sent) and a lost or 5xx answer is the caller's to reconcile with the list of
+backfills (AirflowUnavailable). A JWT from /auth/token is fetched lazily and fetched again once
+on a 401.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ class AirflowUnavailable(AirflowError):
 
 class AirflowAuthError(AirflowError):
     """Bad credentials (401) or not allowed (403): permanent until someone fixes the config."""
+
+
+class AirflowCredentialsError(AirflowError):
+    """The environment's credentials cannot be read (a variable unset, or a name not allowed)."""
 
 
 class AirflowNotFound(AirflowError):
@@ -255,44 +262,68 @@ class AirflowClient:
         read_timeout = timeout if timeout is not None else settings.AIRFLOW_TIMEOUT_SECONDS
         self.timeout = (min(3.05, read_timeout), read_timeout)
         total = retries if retries is not None else settings.AIRFLOW_RETRIES
+        self.session = self._session(total, status=total)
+        # For calls that must not be repeated blindly (creating a backfill): connection errors
+        # only, where nothing reached Airflow.
+        self.session_once = self._session(total, status=0)
+        self._token: str | None = None
+        # Airflow's clock at its latest answer (the Date header, to the second): what Airflow's
+        # own timestamps (parse times, import errors) are compared with, never the portal's.
+        self.server_time: datetime | None = None
+
+    def _session(self, total: int, *, status: int) -> requests.Session:
         retry = Retry(
             total=total,
             connect=total,
             read=0,  # a read timeout may mean the request was applied: do not blindly repeat
-            status=total,
+            status=status,
             backoff_factor=0.5,
             backoff_max=8,
             status_forcelist=(502, 503, 504),
             allowed_methods=None,  # every method: see the module docstring
             raise_on_status=False,
         )
-        self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
         # The environment's proxy and CA bundle settings, read once per client: requests reads
         # them (and ~/.netrc) again on every call otherwise, ~0.5 ms each, a fifth of a large
         # sync's paging. A .netrc entry would only have replaced our bearer token.
-        self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
-        self.session.verify = (
+        session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        session.verify = (
             os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         )
-        self.session.trust_env = False
-        self._token: str | None = None
-        # Airflow's clock at its latest answer (the Date header, to the second): what Airflow's
-        # own timestamps (parse times, import errors) are compared with, never the portal's.
-        self.server_time: datetime | None = None
+        session.trust_env = False
+        return session
 
     @classmethod
     def for_environment(cls, environment: Any) -> AirflowClient:
+        """The client of `environment`'s Airflow.
+
+        Raises secrets.SecretNameError for a variable name outside the prefix, and
+        AirflowCredentialsError when a variable is not set (the sentence names the variable,
+        never a value): no request could succeed, so no caller should try one.
+        """
         username, password = environment.airflow_credentials()
+        names = (environment.airflow_username_env, environment.airflow_password_env)
+        unset = [name for name, value in zip(names, (username, password), strict=True) if not value]
+        if unset:
+            raise AirflowCredentialsError(
+                f"The credentials of {environment.name}'s Airflow cannot be read: "
+                f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set in the "
+                "portal's environment."
+            )
         return cls(environment.airflow_url, username, password)
 
     # --- plumbing -------------------------------------------------------------------------------
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _send(
+        self, method: str, path: str, *, once: bool = False, **kwargs: Any
+    ) -> requests.Response:
+        session = self.session_once if once else self.session
         try:
             # Never follow a redirect: a 307 would replay the credential POST (or the bearer
             # token) to whatever host the answer names.
-            response = self.session.request(
+            response = session.request(
                 method,
                 f"{self.base_url}{path}",
                 timeout=self.timeout,
@@ -342,13 +373,16 @@ class AirflowClient:
             raise AirflowUnavailable(text, status=status)
         raise AirflowError(text, status=status)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send an authenticated request to `path` (under the base URL); return the JSON body."""
+    def request(self, method: str, path: str, *, once: bool = False, **kwargs: Any) -> Any:
+        """Send an authenticated request to `path` (under the base URL); return the JSON body.
+
+        `once`: never repeated after it may have reached Airflow (a 5xx is not retried).
+        """
         for attempt in (1, 2):
             if self._token is None:
                 self._token = self._authenticate()
             headers = {"Authorization": f"Bearer {self._token}"}
-            response = self._send(method, path, headers=headers, **kwargs)
+            response = self._send(method, path, once=once, headers=headers, **kwargs)
             if response.status_code == 401 and attempt == 1:
                 self._token = None  # expired or rotated: fetch a new one once
                 continue
@@ -562,13 +596,15 @@ class AirflowClient:
         """Create a backfill; return Airflow's backfill (with its `id`).
 
         Raises AirflowBackfillRunning while the DAG has another backfill that has not
-        completed, and AirflowError (422) when the range holds no run to create.
+        completed, and AirflowError (422) when the range holds no run to create. Sent once:
+        AirflowUnavailable means the outcome is unknown (Airflow may have created it); the
+        caller looks in `backfills(dag_id)` before it creates again.
         """
         body = self._backfill_body(
             dag_id, from_date, to_date, reprocess, max_active_runs, dag_run_conf
         )
         try:
-            return self.request("POST", "/api/v2/backfills", json=body)
+            return self.request("POST", "/api/v2/backfills", json=body, once=True)
         except AirflowConflict as exc:
             raise AirflowBackfillRunning(
                 f"Airflow is still running another backfill of {dag_id} (one per DAG at a "
@@ -605,6 +641,6 @@ class AirflowClient:
         }
         return list(self._pages(f"/api/v2/dags/{dag_id}/dagRuns", "dag_runs", params))
 
-    def backfills(self, dag_id: str) -> list[dict[str, Any]]:
+    def backfill_list(self, dag_id: str) -> list[dict[str, Any]]:
         """Return every backfill of `dag_id`, oldest first."""
         return list(self._pages("/api/v2/backfills", "backfills", {"dag_id": dag_id}))

@@ -4,6 +4,11 @@ A subclass adds its own columns and states; the base gives it a lease and a retr
 
 - `claim` takes the row with one conditional UPDATE (a claimable state, no live lease, due) and
   hands back a fresh lease token; a dead worker's lease runs out and the row can be claimed again.
+  Every claim counts as an attempt until the step says otherwise, so a step that killed its
+  worker (or never got to release its claim) counts too: the claim past the cap ends the row
+  failed, saying so, instead of taking it for ever.
+- The lease outlasts the task: never shorter than Celery's hard time limit plus a margin
+  (`lease_seconds`), so a row is claimed again only once the worker that held it is gone.
 - `finish` and `release` are fenced by that token: a worker whose lease expired and whose row was
   claimed again changes nothing (they return False).
 - `release` either waits (`delay`: the work is in progress, e.g. Airflow still parsing; the claim
@@ -26,8 +31,9 @@ from typing import Any, ClassVar
 
 from celery import current_app
 from django.apps import apps
+from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -36,6 +42,10 @@ logger = logging.getLogger(__name__)
 # first, and two workers racing for a row only waste a query (the claim lets one win).
 SWEEP_GRACE = timedelta(seconds=20)
 SWEEP_BATCH = 500
+# What the last attempt says when its lease ran out before it finished or released the row.
+LEASE_EXPIRED = (
+    "The previous attempt did not finish within its lease: its worker was stopped or killed."
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,8 @@ class RetryPolicy:
     max_attempts: int = 10
     backoff_first_s: float = 2.0
     backoff_max_s: float = 600.0
-    lease_s: float = 300.0
+    # A longer lease than the rule's (`Outbox.lease_seconds`); 0: the rule's.
+    lease_s: float = 0.0
 
     def backoff(self, attempts: int) -> float:
         """Return the wait before the next attempt, after `attempts` failed ones (1, 2, …)."""
@@ -96,6 +107,17 @@ class Outbox(models.Model):
 
     # --- the lease -------------------------------------------------------------------------------
     @classmethod
+    def lease_seconds(cls) -> float:
+        """How long a claim holds the row: at least Celery's hard time limit plus a margin.
+
+        A shorter lease lets a second worker claim the row while the first is still in its
+        step (a slow Airflow, a long file write), and both act on the outside world. The hard
+        limit kills the first one before the lease ends, so at most one step of a row runs.
+        """
+        floor = settings.CELERY_TASK_TIME_LIMIT + settings.OUTBOX_LEASE_MARGIN_SECONDS
+        return max(float(cls.retry_policy().lease_s), float(floor))
+
+    @classmethod
     def claimable(cls, now: Any) -> Q:
         return (
             Q(state__in=cls.OUTBOX_CLAIMABLE)
@@ -105,15 +127,37 @@ class Outbox(models.Model):
 
     @classmethod
     def claim(cls, pk: int) -> uuid.UUID | None:
-        """Take row `pk` for one attempt; return the lease token, or None if it is not ours."""
+        """Take row `pk` for one attempt; return the lease token, or None if it is not ours.
+
+        A row whose lease ran out (its worker died, or a step raised past its own handling)
+        says so in `last_error`, and that attempt stays counted: the claim that would go past
+        the attempt cap ends the row failed instead (None).
+        """
         now = timezone.now()
         token = uuid.uuid4()
         taken = cls._default_manager.filter(cls.claimable(now), pk=pk).update(
             lease_token=token,
-            lease_until=now + timedelta(seconds=cls.retry_policy().lease_s),
+            lease_until=now + timedelta(seconds=cls.lease_seconds()),
             attempts=F("attempts") + 1,
+            last_error=Case(
+                When(lease_until__isnull=False, then=Value(LEASE_EXPIRED)),
+                default=F("last_error"),
+                output_field=models.TextField(),
+            ),
         )
-        return token if taken == 1 else None
+        if taken != 1:
+            return None
+        attempts, error = (
+            cls._default_manager.filter(pk=pk, lease_token=token)
+            .values_list("attempts", "last_error")
+            .get()
+        )
+        if attempts > cls.retry_policy().max_attempts:
+            message = cls.gave_up_message(error or LEASE_EXPIRED, attempts - 1)
+            ended = {"last_error": error, **cls.gave_up_fields(message)}
+            cls.finish(pk, token, state=cls.OUTBOX_FAILED, attempts=attempts - 1, **ended)
+            return None
+        return token
 
     @classmethod
     def finish(cls, pk: int, token: uuid.UUID, *, state: str, **fields: Any) -> bool:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipelines', '0016_backfill_counted'),
+        ('pipelines', '0017_backfill_reconcile'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

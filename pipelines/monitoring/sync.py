@@ -205,7 +205,8 @@ def _sync(
     if client is None:
         try:
             client = AirflowClient.for_environment(environment)
-        except AirflowError as exc:  # a URL refused by a rule newer than the row: say so
+        except AirflowError as exc:  # unreadable credentials, or a URL refused by a rule newer
+            # than the row: no request could succeed, so say why where Airflow's errors go
             SyncState.objects.filter(id=state.id).update(last_error=exc.message)
             raise
     # Runs' updated_at is Airflow's clock: ask from Airflow's time at the last sync's start, so

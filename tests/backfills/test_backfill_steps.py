@@ -4,11 +4,14 @@ environments that require them follow the promotions' rules."""
 
 from __future__ import annotations
 
+import html
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.db import connection
+from django.urls import reverse
 
 from pipelines.backfills import services as backfills
 from pipelines.backfills.models import Backfill
@@ -92,9 +95,14 @@ def test_another_backfill_in_airflow_makes_it_wait(deployed, alice, fake_airflow
         "dev__orders_daily", day(1), day(2), reprocess="none", max_active_runs=1
     )
     backfill = submit(deployed, alice)
-    assert step(backfill) == 15
-    assert fresh(backfill).last_error.startswith("Waiting: Airflow answered 409")
-    assert fresh(backfill).state == State.QUEUED
+    assert step(backfill) == backfills.WAIT_SECONDS
+    waiting = fresh(backfill)
+    assert waiting.last_error == (
+        "Waiting: Airflow's backfill 1 of dev__orders_daily (2026-11-01 → 2026-11-02) has not "
+        "completed (Airflow runs one backfill per DAG at a time); chunk 1 of 1 is submitted once "
+        "it has."
+    )
+    assert (waiting.state, waiting.attempts) == (State.QUEUED, 0)
 
 
 def test_pause_resume_and_cancel_go_through_airflow(deployed, alice, fake_airflow):
@@ -404,3 +412,271 @@ def test_progress_of_synced_runs_tells_cancelled_from_failed(deployed, alice, fa
         "running": 0,
         "queued": 5,
     }
+
+
+# --- never lose track of Airflow: unknown creates, pauses, waits, leases -------------------------
+
+
+def expire_lease(backfill: Backfill) -> None:
+    """As when the worker holding the claim died: its lease runs out."""
+    Backfill.objects.filter(id=backfill.id).update(
+        lease_until=datetime(2026, 11, 10, 11, 59, tzinfo=UTC), next_attempt_at=None
+    )
+
+
+def test_a_lost_create_reply_is_adopted_never_created_again(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice)
+    fake_airflow.lose_create_replies = 1  # Airflow made it; the answer never came back
+    assert step(backfill) > 0
+    lost = fresh(backfill)
+    assert (lost.state, lost.airflow_backfill_id, lost.attempts) == (State.QUEUED, None, 1)
+    assert lost.chunk_submitting_at is not None  # written before the create was sent
+    assert "unreachable" in lost.last_error
+    # Airflow queues the runs when it makes the backfill; the portal looks a minute later.
+    sent = lost.chunk_submitting_at.isoformat()
+    for n in range(1, 8):
+        fake_airflow.add_backfill_run(1, run_date(n), "queued", queued_at=sent)
+    due_now(backfill)
+    with time_machine.travel(lost.chunk_submitting_at + timedelta(minutes=1), tick=False):
+        assert step(backfill) == backfills.FOLLOW_SECONDS
+    adopted = fresh(backfill)
+    assert (adopted.state, adopted.airflow_backfill_id, adopted.chunk_submitting_at) == (
+        State.RUNNING,
+        1,
+        None,
+    )
+    assert (adopted.attempts, adopted.last_error) == (0, "")
+    # Its runs were queued after the create was sent, not after it was adopted: they count.
+    assert adopted.submitted_at == lost.chunk_submitting_at
+    assert fake_airflow.calls.count("backfill_create") == 1
+    assert len(fake_airflow.backfills) == 1
+    for run in fake_airflow.runs.values():
+        run["state"] = "success"
+    fake_airflow.finish_backfill(1)
+    due_now(backfill)
+    with time_machine.travel(lost.chunk_submitting_at + timedelta(minutes=5), tick=False):
+        step(backfill)
+    ended = fresh(backfill)
+    assert (ended.state, ended.counted["done"]) == (State.SUCCEEDED, 7)
+
+
+def test_a_create_that_failed_before_airflow_made_it_is_sent_again_once(
+    deployed, alice, fake_airflow
+):
+    # An older backfill of the same range (an earlier request, long completed) is not ours.
+    old = fake_airflow.backfill_create(
+        "dev__orders_daily",
+        datetime(2026, 11, 1, 2, tzinfo=UTC),
+        datetime(2026, 11, 7, 2, tzinfo=UTC),
+        reprocess="none",
+        max_active_runs=1,
+    )
+    old.update(created_at="2026-11-09T08:00:00+00:00", completed_at="2026-11-09T09:00:00+00:00")
+    # And one a little earlier than the clocks' skew allows for, completed before this one.
+    recent = fake_airflow.backfill_create(
+        "dev__orders_daily",
+        datetime(2026, 11, 1, 2, tzinfo=UTC),
+        datetime(2026, 11, 7, 2, tzinfo=UTC),
+        reprocess="none",
+        max_active_runs=1,
+    )
+    recent.update(created_at="2026-11-10T11:59:30+00:00", completed_at="2026-11-10T11:59:50+00:00")
+    backfill = submit(deployed, alice)
+    fake_airflow.down = True
+    step(backfill)
+    fake_airflow.down = False
+    due_now(backfill)
+    step(backfill)
+    assert fake_airflow.calls.count("backfill_list") == 1  # looked before creating again
+    assert len(fake_airflow.backfills) == 3
+    assert fresh(backfill).airflow_backfill_id == 3
+
+
+def test_a_step_that_outlived_its_lease_meets_the_next_one_adopting_its_create(
+    deployed, alice, fake_airflow
+):
+    backfill = submit(deployed, alice)
+    seen = {}
+
+    def second_worker() -> None:  # runs while the first is inside its create
+        expire_lease(backfill)
+        seen["second"] = step(backfill)
+
+    fake_airflow.during_create = second_worker
+    assert step(backfill) is None  # the first one's answer came too late: fenced
+    assert seen["second"] == backfills.FOLLOW_SECONDS
+    row = fresh(backfill)
+    assert (row.state, row.airflow_backfill_id, row.lease_token) == (State.RUNNING, 1, None)
+    assert len(fake_airflow.backfills) == 1
+
+
+def test_a_worker_killed_after_sending_the_create_is_adopted_by_the_next_claim(
+    deployed, alice, fake_airflow
+):
+    backfill = submit(deployed, alice)
+    # The first worker claimed, marked the chunk, sent the create (Airflow made it), and died.
+    assert Backfill.claim(backfill.id) is not None
+    Backfill.objects.filter(id=backfill.id).update(chunk_submitting_at=backfills.timezone.now())
+    fake_airflow.backfill_create(
+        "dev__orders_daily",
+        datetime(2026, 11, 1, 2, tzinfo=UTC),
+        datetime(2026, 11, 7, 2, tzinfo=UTC),
+        reprocess="none",
+        max_active_runs=1,
+    )
+    assert step(backfill) is None  # its lease still runs
+    expire_lease(backfill)
+    step(backfill)
+    row = fresh(backfill)
+    assert (row.state, row.airflow_backfill_id) == (State.RUNNING, 1)
+    assert fake_airflow.calls.count("backfill_create") == 1  # the dead worker's only
+
+
+def test_a_pause_while_the_create_is_unknown_pauses_what_airflow_made(
+    deployed, alice, fake_airflow
+):
+    backfill = submit(deployed, alice)
+    fake_airflow.lose_create_replies = 1
+    step(backfill)
+    backfills.backfill_pause(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    paused = fresh(backfill)
+    assert (paused.state, paused.airflow_backfill_id) == (State.PAUSED, 1)
+    assert fake_airflow.backfills[1]["is_paused"]
+    backfills.backfill_cancel(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    assert fresh(backfill).state == State.CANCELLED
+    assert fake_airflow.backfills[1]["completed_at"]
+    assert len(fake_airflow.backfills) == 1
+
+
+def test_pause_then_resume_before_the_first_chunk_carries_on(deployed, alice, fake_airflow):
+    backfill = submit(deployed, alice)
+    backfills.backfill_pause(backfill_id=backfill.id, by=alice)
+    assert step(backfill) is None
+    paused = fresh(backfill)
+    assert (paused.state, paused.airflow_backfill_id) == (State.PAUSED, None)
+    assert fake_airflow.calls == []  # the portal's state alone
+    assert step(backfill) is None  # parked: not due again until resumed
+    backfills.backfill_resume(backfill_id=backfill.id, by=alice)
+    assert step(backfill) == backfills.FOLLOW_SECONDS
+    running = fresh(backfill)
+    assert (running.state, running.airflow_backfill_id, running.attempts) == (
+        State.RUNNING,
+        1,
+        0,
+    )
+    fake_airflow.finish_backfill(1)
+    due_now(backfill)
+    step(backfill)
+    assert fresh(backfill).state == State.SUCCEEDED
+
+
+def test_a_pause_between_chunks_holds_the_next_chunk_until_resumed(
+    deployed, alice, fake_airflow, settings
+):
+    backfill = first_chunk_done(deployed, alice, fake_airflow, settings)
+    assert (fresh(backfill).state, fresh(backfill).airflow_backfill_id) == (State.QUEUED, None)
+    backfills.backfill_pause(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    assert fresh(backfill).state == State.PAUSED
+    assert len(fake_airflow.backfills) == 1  # the next chunk is not submitted while paused
+    assert "backfill_pause" not in fake_airflow.calls  # chunk 1 had completed: nothing to pause
+    backfills.backfill_resume(backfill_id=backfill.id, by=alice)
+    step(backfill)
+    assert (fresh(backfill).state, fresh(backfill).airflow_backfill_id) == (State.RUNNING, 2)
+    for n in (5, 6, 7):
+        fake_airflow.add_backfill_run(2, run_date(n), "success")
+    fake_airflow.finish_backfill(2)
+    due_now(backfill)
+    step(backfill)
+    ended = fresh(backfill)
+    assert (ended.state, ended.counted["done"]) == (State.SUCCEEDED, 7)
+
+
+def test_a_pause_that_meets_a_chunk_airflow_just_completed_carries_on(
+    deployed, alice, fake_airflow, settings
+):
+    settings.BACKFILL_CHUNK_RUNS = 4
+    backfill = submit(deployed, alice, reprocess="all")
+    step(backfill)
+    for n in range(1, 5):
+        fake_airflow.add_backfill_run(1, run_date(n), "success")
+    fake_airflow.finish_backfill(1)  # completed in Airflow; the portal has not looked yet
+    backfills.backfill_pause(backfill_id=backfill.id, by=alice)
+    step(backfill)  # Airflow answers 409 to the pause
+    assert fresh(backfill).state == State.PAUSED
+    assert fresh(backfill).last_error == ""
+    backfills.backfill_resume(backfill_id=backfill.id, by=alice)
+    step(backfill)  # unpause: 409 again; followed to its end below
+    due_now(backfill)
+    step(backfill)
+    assert (fresh(backfill).state, fresh(backfill).chunk_index) == (State.QUEUED, 1)
+    step(backfill)
+    assert (fresh(backfill).state, fresh(backfill).airflow_backfill_id) == (State.RUNNING, 2)
+    for n in (5, 6, 7):
+        fake_airflow.add_backfill_run(2, run_date(n), "success")
+    fake_airflow.finish_backfill(2)
+    due_now(backfill)
+    step(backfill)
+    ended = fresh(backfill)
+    assert (ended.state, ended.counted["done"], len(fake_airflow.backfills)) == (
+        State.SUCCEEDED,
+        7,
+        2,
+    )
+
+
+def test_waiting_for_another_backfill_of_the_dag_is_not_an_attempt(
+    deployed, alice, fake_airflow, api_client
+):
+    theirs = fake_airflow.backfill_create(  # started in Airflow's UI
+        "dev__orders_daily", day(1), day(2), reprocess="none", max_active_runs=1
+    )
+    backfill = submit(deployed, alice)
+    for _ in range(3 * Backfill.retry_policy().max_attempts):
+        due_now(backfill)
+        assert step(backfill) == backfills.WAIT_SECONDS
+    waiting = fresh(backfill)
+    assert (waiting.state, waiting.attempts) == (State.QUEUED, 0)
+    assert waiting.last_error.startswith("Waiting: Airflow's backfill 1 of dev__orders_daily")
+    shown = api_client.get(f"/api/v1/backfills/{backfill.id}").json()
+    assert (shown["state"], shown["error"]) == ("queued", waiting.last_error)
+    api_client.force_login(alice)
+    page = api_client.get(reverse("pipelines:backfill-detail", args=[backfill.id]))
+    assert waiting.last_error in html.unescape(page.content.decode())
+    theirs["completed_at"] = "2026-11-10T12:00:00+00:00"
+    due_now(backfill)
+    step(backfill)
+    assert (fresh(backfill).state, fresh(backfill).airflow_backfill_id) == (State.RUNNING, 2)
+    assert len(fake_airflow.backfills) == 2
+
+
+def test_unreadable_credentials_end_the_step_with_that_reason(deployed, alice, monkeypatch):
+    backfill = submit(deployed, alice)
+    env = deployed["dev"].environment
+    monkeypatch.delenv(env.airflow_password_env, raising=False)
+    monkeypatch.setenv(env.airflow_username_env, "portal")
+    assert step(backfill) is None
+    ended = fresh(backfill)
+    assert ended.state == State.FAILED
+    assert ended.last_error == (
+        f"The credentials of Dev's Airflow cannot be read: {env.airflow_password_env} is not "
+        "set in the portal's environment. Nothing of this chunk was sent to Airflow."
+    )
+    assert ended.attempts == 1
+    assert step(backfill) is None  # ended: no loop
+
+
+def test_a_credential_variable_outside_the_prefix_ends_the_step_too(deployed, alice, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://portal:s3cret@db/portal")
+    backfill = submit(deployed, alice)
+    env = deployed["dev"].environment
+    type(env).objects.filter(id=env.id).update(airflow_password_env="DATABASE_URL")
+    assert step(backfill) is None
+    ended = fresh(backfill)
+    assert ended.state == State.FAILED
+    assert ended.last_error.startswith(
+        "The credentials of Dev's Airflow cannot be read: “DATABASE_URL”"
+    )
+    assert "s3cret" not in ended.last_error

@@ -248,7 +248,7 @@ def test_backfills_of_a_dag_page_through_every_one(client, airflow, monkeypatch)
             ],
             json={"backfills": page, "total_entries": 3},
         )
-    assert [b["id"] for b in client.backfills(DAG)] == [1, 2, 3]
+    assert [b["id"] for b in client.backfill_list(DAG)] == [1, 2, 3]
 
 
 def test_backfill_runs_asks_for_the_backfill_runs_of_the_range(client, airflow):

@@ -13,6 +13,7 @@ from pipelines.core.airflow import (
     AirflowAuthError,
     AirflowClient,
     AirflowConflict,
+    AirflowCredentialsError,
     AirflowError,
     AirflowNotFound,
     AirflowUnavailable,
@@ -223,3 +224,44 @@ def test_an_unreachable_airflow_error_names_no_credential(client):
     with pytest.raises(AirflowUnavailable) as caught:
         client.get_dag("d1")
     assert "secret" not in caught.value.message
+
+
+@responses.activate
+def test_a_backfill_create_is_sent_once_even_on_a_5xx(client):
+    """Airflow gives each backfill a new id: a repeated create would make a second one. The
+    caller reconciles with the list of backfills instead (backfills.services)."""
+    token()
+    for _ in range(3):
+        responses.add(responses.POST, f"{BASE}/api/v2/backfills", status=503, body="busy")
+    start = datetime(2026, 11, 1, 2, tzinfo=UTC)
+    with pytest.raises(AirflowUnavailable, match="503"):
+        client.backfill_create("d1", start, start, reprocess="none", max_active_runs=1)
+    creates = [c for c in responses.calls if c.request.url.endswith("/api/v2/backfills")]
+    assert len(creates) == 1
+    # Other calls are still retried (safe to repeat).
+    for _ in range(3):
+        responses.add(responses.GET, f"{BASE}/api/v2/backfills/1", status=503, body="busy")
+    with pytest.raises(AirflowUnavailable):
+        client.backfill_get(1)
+    assert len([c for c in responses.calls if c.request.url.endswith("/backfills/1")]) == 3
+
+
+def test_unreadable_credentials_are_a_sentence_naming_the_variable(db, monkeypatch):
+    from tests.conftest import make_environment
+
+    env = make_environment(
+        "dev",
+        0,
+        airflow_username_env="PORTAL_AIRFLOW_IT_USER",
+        airflow_password_env="PORTAL_AIRFLOW_IT_PASSWORD",
+    )
+    monkeypatch.setenv("PORTAL_AIRFLOW_IT_USER", "portal")
+    monkeypatch.delenv("PORTAL_AIRFLOW_IT_PASSWORD", raising=False)
+    with pytest.raises(AirflowCredentialsError) as caught:
+        AirflowClient.for_environment(env)
+    assert caught.value.message == (
+        "The credentials of Dev's Airflow cannot be read: PORTAL_AIRFLOW_IT_PASSWORD is not set "
+        "in the portal's environment."
+    )
+    monkeypatch.setenv("PORTAL_AIRFLOW_IT_PASSWORD", "s3cret")
+    assert AirflowClient.for_environment(env).password == "s3cret"

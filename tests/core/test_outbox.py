@@ -72,7 +72,8 @@ def test_finish_is_fenced_by_the_lease_token(row):
     assert Deployment.release(row.id, stale, error="late") is None
     assert Deployment.release(row.id, stale, delay=1) is None
     done = fresh(row)
-    assert (done.state, done.error, done.last_error, done.lease_token) == ("deployed", "", "", None)
+    assert (done.state, done.error, done.lease_token) == ("deployed", "", None)
+    assert done.last_error == outbox.LEASE_EXPIRED  # why it was claimed a second time
 
 
 def test_finished_rows_are_not_claimed(row):
@@ -290,7 +291,8 @@ def test_sweep_covers_every_outbox_model_and_only_overdue_unleased_rows(rows, sw
     for model in MODELS:
         model.claim(rows[model].pk)  # a worker holds each: the sweep leaves them alone …
     assert outbox.sweep(now=later) == none
-    expired = timezone.now() + timedelta(seconds=Deployment.retry_policy().lease_s + 30)
+    longest = max(model.lease_seconds() for model in MODELS)
+    expired = timezone.now() + timedelta(seconds=longest + 1) + outbox.SWEEP_GRACE
     assert outbox.sweep(now=expired) == dict.fromkeys(none, 1)  # … until their leases end
     for model, state in [
         (Deployment, "deployed"),
@@ -427,3 +429,40 @@ def test_the_migration_keeps_what_old_run_requests_and_deliveries_meant(row, swe
     due = outbox.sweep(now=retry_at + timedelta(hours=1))  # the leases taken above ran out
     assert (due["pipelines.AlertDelivery"], due["pipelines.RunRequest"]) == (2, 1)
     assert ("pipelines.tasks.alert_deliver", failed.id) not in swept
+
+
+# --- the lease outlasts the task; a step that never came back counts ----------------------------
+
+
+@pytest.mark.parametrize("hard_limit", [300, 900, 30])
+def test_every_outbox_lease_outlasts_celerys_hard_time_limit(rows, settings, hard_limit):
+    settings.CELERY_TASK_TIME_LIMIT = hard_limit
+    assert settings.OUTBOX_LEASE_MARGIN_SECONDS >= 30
+    floor = hard_limit + settings.OUTBOX_LEASE_MARGIN_SECONDS
+    assert set(outbox.outbox_models()) == set(MODELS)  # a new outbox model is checked too
+    for model in outbox.outbox_models():
+        assert model.lease_seconds() >= floor, model
+        pk = rows[model].pk
+        before = timezone.now()
+        token = model.claim(pk)
+        assert token is not None
+        held = model.objects.get(pk=pk).lease_until - before
+        assert held >= timedelta(seconds=floor), model
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_a_step_that_never_released_its_claim_counts_and_ends_failed_at_the_cap(rows, model):
+    """A worker killed mid-step (or a step that raised before its try) leaves the claim to
+    expire: each such claim is an attempt, and the claim past the cap ends the row failed,
+    saying why, instead of taking it for ever."""
+    pk, cap = rows[model].pk, model.retry_policy().max_attempts
+    for attempt in range(1, cap + 1):
+        assert model.claim(pk) is not None, attempt
+        assert model.objects.get(pk=pk).attempts == attempt
+        model.objects.filter(pk=pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert model.claim(pk) is None  # the one past the cap
+    failed = model.objects.get(pk=pk)
+    assert (failed.state, failed.attempts, failed.lease_token) == ("failed", cap, None)
+    assert outbox.LEASE_EXPIRED in failed.error
+    assert model.claim(pk) is None
+    assert outbox.sweep(now=timezone.now() + timedelta(days=1))[model._meta.label] == 0

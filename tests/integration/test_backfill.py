@@ -49,18 +49,21 @@ from pipelines.core.airflow import AirflowClient, AirflowUnavailable
 from pipelines.core.tokens import token_create
 from pipelines.models import Backfill, Environment, RunRecord
 from pipelines.monitoring import sync
-from tests.conftest import pipeline_payload
 from tests.integration.conftest import (
     IT_DIR,
     PG_WAREHOUSE,
     RUN_TIMEOUT,
+    dag_runs,
+    deploy,
     get,
     pg_url,
     post,
+    request_body,
     run_partition,
+    scheduled_partition,
     source_rows,
+    submit,
     unique,
-    wait_deployment,
     wait_for,
 )
 
@@ -120,39 +123,12 @@ def loaded_days(kind: str, table: str) -> dict[date, list[tuple]]:
 # --- Airflow -----------------------------------------------------------------------------------
 
 
-def dag_runs(airflow: AirflowClient, dag_id: str, **params: Any) -> list[dict[str, Any]]:
-    """The DAG's runs in Airflow (asked again on a 5xx: with a SQLite metadata database busy
-    with the scheduler's writes, Airflow answered 500)."""
-    path = f"/api/v2/dags/{dag_id}/dagRuns"
-    for _ in range(30):
-        try:
-            return airflow.request("GET", path, params={"limit": 100, **params})["dag_runs"]
-        except AirflowUnavailable:
-            time.sleep(1)
-    pytest.fail(f"Airflow did not list the runs of {dag_id}")
-
-
 def backfill_runs(
     airflow: AirflowClient, dag_id: str, days: list[date], **params: Any
 ) -> list[dict[str, Any]]:
     """The DAG's backfill runs of `days` (a run's logical date is its partition's start)."""
     runs = dag_runs(airflow, dag_id, run_type="backfill", **params)
     return [r for r in runs if datetime.fromisoformat(r["logical_date"]).date() in days]
-
-
-def scheduled_partition(airflow: AirflowClient, dag_id: str) -> date:
-    """Wait for the scheduled run that unpausing the new DAG created; return its partition."""
-    (run,) = wait_for(
-        lambda: [
-            r
-            for r in dag_runs(airflow, dag_id, run_type="scheduled")
-            if r["state"] in ("success", "failed")
-        ],
-        timeout=RUN_TIMEOUT,
-        what=f"the first scheduled run of {dag_id}",
-    )
-    assert run["state"] == "success", run
-    return datetime.fromisoformat(run["data_interval_start"]).date()
 
 
 def scheduler_alive(airflow: AirflowClient) -> None:
@@ -194,41 +170,6 @@ def stuck_tasks(airflow: AirflowClient, dag_id: str) -> list[dict[str, Any]]:
 
 
 # --- the portal's API --------------------------------------------------------------------------
-
-
-def deploy(client, key: str, name: str) -> str:
-    """Create the pipeline, deploy it to dev, and return its DAG id once Airflow has it."""
-    payload = pipeline_payload(name=name, target_table=name.replace("-", "_"))
-    created = post(client, "/api/v1/pipelines", payload, key)
-    assert created.status_code == 201, created.content
-    url = f"/api/v1/pipelines/{name}/deployments"
-    response = post(client, url, {"environment": "dev", "version": 1}, key)
-    assert response.status_code == 202, response.content
-    done = wait_deployment(client, response.json()["id"], key)
-    assert done["state"] == "deployed", done["error"]
-    return done["dag_id"]
-
-
-def request_body(days: list[date], reprocess: str) -> dict[str, Any]:
-    return {
-        "environment": "dev",
-        "start": days[0].isoformat(),
-        "end": days[-1].isoformat(),
-        "reprocess": reprocess,
-        "max_active_runs": 1,
-    }
-
-
-def submit(client, name: str, key: str, days: list[date], reprocess: str):
-    """Preview, then submit with its fingerprint; return (preview, backfill)."""
-    body = request_body(days, reprocess)
-    previewed = post(client, f"/api/v1/pipelines/{name}/backfills/preview", body, key)
-    assert previewed.status_code == 200, previewed.content
-    preview = previewed.json()
-    body |= {"reason": "Reload the last week.", "fingerprint": preview["fingerprint"]}
-    submitted = post(client, f"/api/v1/pipelines/{name}/backfills", body, key)
-    assert submitted.status_code == 202, submitted.content
-    return preview, submitted.json()
 
 
 def follow(client, key: str, backfill_id: int, days: list[date], *, until) -> dict[str, Any]:

@@ -227,7 +227,7 @@ def test_reprocess_rules_and_one_backfill_per_dag(client, warehouse, alice):
     with pytest.raises(AirflowBackfillRunning, match="still running another backfill") as raised:
         airflow.backfill_create(dag, p.from_date, p.to_date, reprocess="none", max_active_runs=1)
     assert raised.value.status == 409
-    assert [b["id"] for b in airflow.backfills(dag)] == [backfill["id"]]
+    assert [b["id"] for b in airflow.backfill_list(dag)] == [backfill["id"]]
     cancelled = airflow.backfill_cancel(backfill["id"])
     assert cancelled["completed_at"] is not None
     assert airflow.backfill_get(backfill["id"])["completed_at"] is not None

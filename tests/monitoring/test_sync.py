@@ -7,7 +7,7 @@ import time_machine
 
 from pipelines.authoring import services
 from pipelines.authoring.forms import PipelineForm
-from pipelines.core.airflow import AirflowUnavailable
+from pipelines.core.airflow import AirflowCredentialsError, AirflowUnavailable
 from pipelines.deployments import services as deploy
 from pipelines.models import Deployment, PipelineHealth, RunRecord, SlaMiss, SyncState, Verdict
 from pipelines.monitoring import monitor, sync
@@ -249,3 +249,17 @@ def test_the_next_sync_asks_from_airflows_clock_not_the_portals(deployed, enviro
     )
     do_sync(environments, airflow, utc(2026, 11, 10, 12, 5))
     assert airflow.since_seen[1] == utc(2026, 11, 10, 11, 50) - sync.OVERLAP
+
+
+def test_unreadable_credentials_are_the_syncs_last_error(environments, monkeypatch):
+    dev = environments["dev"]
+    monkeypatch.delenv(dev.airflow_username_env, raising=False)
+    monkeypatch.delenv(dev.airflow_password_env, raising=False)
+    with pytest.raises(AirflowCredentialsError):
+        sync.environment_sync(environment_id=dev.id)
+    state = SyncState.objects.get(environment=dev)
+    assert state.last_error == (
+        f"The credentials of Dev's Airflow cannot be read: {dev.airflow_username_env} and "
+        f"{dev.airflow_password_env} are not set in the portal's environment."
+    )
+    assert state.lease_until is None
