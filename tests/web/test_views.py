@@ -58,6 +58,8 @@ def test_schedule_explain_fragment(logged_in, alice):
     with time_machine.travel(datetime(2026, 12, 1, 12, tzinfo=UTC), tick=False):
         logged_in.force_login(alice)  # a session of the frozen day
         text = logged_in.get(url, query).content.decode()
+        bad = logged_in.get(url, {"schedule": "0 0 30 2 *", "timezone": "UTC"}).content.decode()
+        tz = logged_in.get(url, {"schedule": "0 2 * * *", "timezone": "<script>"}).content.decode()
     assert "At 02:30, every day" in text
     # The local wall-clock time and the same moment in UTC, from the frozen clock.
     assert fire_rows(text) == [
@@ -67,9 +69,7 @@ def test_schedule_explain_fragment(logged_in, alice):
         "Sat 2026-12-05 02:30 EST | Sat 2026-12-05 07:30",
         "Sun 2026-12-06 02:30 EST | Sun 2026-12-06 07:30",
     ]
-    bad = logged_in.get(url, {"schedule": "0 0 30 2 *", "timezone": "UTC"}).content.decode()
     assert "never fires" in bad
-    tz = logged_in.get(url, {"schedule": "0 2 * * *", "timezone": "<script>"}).content.decode()
     assert "&lt;script&gt;" in tz
     assert "<script>" not in tz
 
