@@ -9,9 +9,9 @@ machine's clock moved (libfaketime, `make faketime`) to the days that broke it b
 
 Each run takes the unit suite's time (about 1.5 minutes): the whole unit suite rather than a
 choice of modules, so that a new date-dependent test anywhere shows. The clock ticks from the
-given moment; the monotonic clock stays real (timeouts). Only the test processes' clock moves:
-PostgreSQL's now() does not, and no test compares the two (the portal reads time from Python
-only). The integration tests stay on the real clock: the real Airflow's scheduler cannot be
+given moment (the monotonic clock moves with it: left real, libfaketime makes time.sleep fail
+with EINVAL). Only the test processes' clock moves: PostgreSQL's now() does not, and no test
+compares the two (the portal reads time from Python only). The integration tests stay on the real clock: the real Airflow's scheduler cannot be
 moved with them; they compute their dates from now (tests/integration/conftest.py's TODAY).
 """
 
@@ -51,7 +51,6 @@ def faked(moment: str, command: list[str], **kwargs) -> subprocess.CompletedProc
     env = {
         **os.environ,
         "TZ": "UTC",  # the moment is UTC; the portal sets its own zone from settings
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         # Its own test database and an in-memory broker: nothing shared with this session.
         "DATABASE_URL": clock_database_url(),
         "CELERY_BROKER_URL": "memory://",
