@@ -11,8 +11,9 @@ Each run takes the unit suite's time (about 1.5 minutes): the whole unit suite r
 choice of modules, so that a new date-dependent test anywhere shows. The clock ticks from the
 given moment (the monotonic clock moves with it: left real, libfaketime makes time.sleep fail
 with EINVAL). Only the test processes' clock moves: PostgreSQL's now() does not, and no test
-compares the two (the portal reads time from Python only). The integration tests stay on the real clock: the real Airflow's scheduler cannot be
-moved with them; they compute their dates from now (tests/integration/conftest.py's TODAY).
+compares the two (the portal reads time from Python only). The integration tests stay on the
+real clock: the real Airflow's scheduler cannot be moved with them; they compute their dates
+from now (tests/integration/conftest.py's TODAY).
 """
 
 from __future__ import annotations
