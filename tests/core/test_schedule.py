@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pipelines.core import schedule
+from tests.core.airflow_fire_times import AIRFLOW_FIRES
 
 UTC = ZoneInfo("UTC")
 
@@ -71,55 +72,9 @@ def test_next_fire_times_on_new_york_spring_forward_day():
     assert [t.date().isoformat() for t in times] == ["2026-03-08", "2026-03-09", "2026-03-10"]
 
 
-# Fire times Airflow 3.3.2's CronDataIntervalTimetable gives (read from Airflow itself with
-# tests/core/airflow_fire_times.py): a skipped time keeps the offset from before the change, a
-# repeated one runs once at its second occurrence, an hour-"*" cron steps by real hours.
-AIRFLOW_FIRES = [
-    (
-        "30 2 * * *",
-        "America/New_York",
-        datetime(2026, 3, 7, 12, tzinfo=UTC),
-        ["2026-03-08T03:30:00-04:00", "2026-03-09T02:30:00-04:00"],
-    ),
-    (
-        "30 1 * * *",
-        "America/New_York",
-        datetime(2026, 10, 31, 12, tzinfo=UTC),
-        ["2026-11-01T01:30:00-05:00", "2026-11-02T01:30:00-05:00"],
-    ),
-    (
-        "0 2 * * *",
-        "Europe/Berlin",
-        datetime(2026, 10, 24, 12, tzinfo=UTC),
-        ["2026-10-25T02:00:00+01:00", "2026-10-26T02:00:00+01:00"],
-    ),
-    (
-        "0 2 * * *",
-        "Europe/Berlin",
-        datetime(2026, 3, 28, 12, tzinfo=UTC),
-        ["2026-03-29T03:00:00+02:00", "2026-03-30T02:00:00+02:00"],
-    ),
-    (
-        "15 2 * * *",
-        "Australia/Lord_Howe",
-        datetime(2026, 10, 3, 12, tzinfo=UTC),
-        ["2026-10-04T02:45:00+11:00", "2026-10-05T02:15:00+11:00"],
-    ),
-    (
-        "0 * * * *",
-        "America/New_York",
-        datetime(2026, 11, 1, 4, 30, tzinfo=UTC),
-        ["2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00"],
-    ),
-    (
-        "0 * * * *",
-        "Australia/Lord_Howe",
-        datetime(2026, 4, 4, 13, 30, tzinfo=UTC),
-        ["2026-04-05T01:00:00+11:00", "2026-04-05T01:30:00+10:30", "2026-04-05T02:00:00+10:30"],
-    ),
-]
-
-
+# Fire times Airflow 3.3.2's CronDataIntervalTimetable gives, around DST changes: the table
+# lives with the script that reads it from Airflow (tests/integration/test_same_as_airflow.py
+# checks it against the real Airflow in `make test`).
 @pytest.mark.parametrize(("expr", "tz", "after", "expected"), AIRFLOW_FIRES)
 def test_next_fire_times_are_airflows_on_dst_days(expr, tz, after, expected):
     times = schedule.next_fire_times(expr, tz, len(expected), after=after)

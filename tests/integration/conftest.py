@@ -17,7 +17,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ PG_PREFIX = os.environ.get("PORTAL_TEST_PG_PREFIX", "portal_it")
 PG_SOURCE = f"{PG_PREFIX}_source"
 PG_WAREHOUSE = f"{PG_PREFIX}_warehouse"
 PG_AIRFLOW = f"{PG_PREFIX}_airflow"  # the test Airflow's metadata
-TODAY = date.today()  # noqa: DTZ011 - the source holds orders up to the machine's today
+# The source holds orders up to today in UTC, the zone of the test pipelines' partitions (the
+# machine's own zone would shift a partition by a day around midnight).
+TODAY = datetime.now(UTC).date()
 DEPLOY_TIMEOUT = 90
 RUN_TIMEOUT = 180
 

@@ -7,7 +7,7 @@ changes. Then the reprocess rules with runs that exist, and one backfill per DAG
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -164,10 +164,11 @@ def test_airflows_dry_run_creates_exactly_the_planned_runs(client, warehouse, al
     )
     assert skipped == list(p.logical_dates[1:])
 
-    # A range whose runs have not ended: the plan sends nothing; Airflow refuses future dates.
-    future = wall(2027, 1, 1)
+    # A range whose runs have not ended (the day after tomorrow, from the clock): the plan
+    # sends nothing; Airflow refuses future dates.
+    future = datetime.combine(now.date() + timedelta(days=2), time.min)
     assert plan("0 2 * * *", "UTC", "day", future, future, now=now).from_date is None
-    start = datetime(2027, 1, 1, 2, tzinfo=UTC)
+    start = future.replace(hour=2, tzinfo=UTC)
     with pytest.raises(AirflowError, match="future dates") as raised:
         airflow.backfill_dry_run(dag, start, start, reprocess="none", max_active_runs=1)
     assert raised.value.status == 422

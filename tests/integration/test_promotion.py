@@ -154,19 +154,43 @@ def table_rows(schema: str, table: str, day: Any = None) -> list[tuple]:
 
 def untouched_proof(schema: str, table: str) -> tuple[int, str]:
     """(row count, SHA-256 of every row with its transaction id xmin): the same rows deleted
-    and inserted again, as a partition reload does, change the hash even with equal values."""
-    with psycopg.connect(pg_url(PG_WAREHOUSE)) as conn:
+    and inserted again, as a partition reload does, change the hash even with equal values.
+    Its own read is in the table's statistics when it returns (the flush is asked for)."""
+    with psycopg.connect(pg_url(PG_WAREHOUSE), autocommit=True) as conn:
         rows = conn.execute(
             f'SELECT xmin::text, * FROM "{schema}"."{table}" ORDER BY order_id'
         ).fetchall()
+        flush_statistics(conn)
     return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def flush_statistics(conn: psycopg.Connection) -> None:
+    """Have this session's statistics written now (PostgreSQL 15+ otherwise flushes them at
+    most once a second, or when the session ends): the flush happens when the session goes
+    idle outside a transaction (autocommit), before the server says it is ready again.
+
+    Reference: https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-STATS-FUNCTIONS
+    """
+    assert conn.autocommit
+    conn.execute("SELECT pg_stat_force_next_flush()")
 
 
 def reads(schema: str, table: str) -> int:
     """How often PostgreSQL has scanned the table (sequential and index scans), from its
-    statistics, which a task's connection reports when it closes (waited for a moment)."""
-    time.sleep(1)
-    with psycopg.connect(pg_url(PG_WAREHOUSE)) as conn:
+    statistics. Every other session of the warehouse (a task's) writes its statistics when it
+    ends, before it leaves pg_stat_activity: so wait until none is left, then read."""
+    with psycopg.connect(pg_url(PG_WAREHOUSE), autocommit=True) as conn:
+        wait_for(
+            lambda: conn.execute(
+                "SELECT count(*) = 0 FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'"
+            ).fetchone()[0],
+            timeout=60,
+            interval=0.2,
+            what="the warehouse's other sessions to end",
+        )
+        conn.execute("SELECT pg_stat_clear_snapshot()")
         return conn.execute(
             "SELECT seq_scan + COALESCE(idx_scan, 0) FROM pg_stat_user_tables "
             "WHERE schemaname = %s AND relname = %s",

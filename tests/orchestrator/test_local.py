@@ -62,3 +62,40 @@ def test_the_start_command_passes_the_metadata_db(tmp_path, monkeypatch, capsys)
     assert airflow.metadata_db == url
     assert airflow.env()[SQL_ALCHEMY_CONN] == "postgresql+psycopg2://postgres@127.0.0.1:5432/af"
     assert json.loads(capsys.readouterr().out)["home"] == str(tmp_path.resolve())
+
+
+def test_ensure_venv_installs_at_the_locked_versions_and_again_when_the_lock_changes(
+    tmp_path, monkeypatch
+):
+    calls = []
+
+    def run(cmd, check):
+        calls.append(cmd)
+        if cmd[1:3] == ["-m", "venv"]:
+            (tmp_path / "venv" / "bin").mkdir(parents=True)
+            (tmp_path / "venv" / "bin" / "python").touch()
+        else:
+            (tmp_path / "venv" / "bin" / "airflow").touch()
+
+    monkeypatch.setattr(local.subprocess, "run", run)
+    lock = tmp_path / "airflow.lock.txt"
+    lock.write_text("apache-airflow==3.3.2\n")
+    venv = tmp_path / "venv"
+
+    local.ensure_venv(venv, lock=lock)
+    install = calls[-1]
+    assert install[1:] == [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "-c",
+        str(lock),
+        *local.AIRFLOW_REQUIREMENTS,
+    ]
+    local.ensure_venv(venv, lock=lock)
+    assert len(calls) == 2  # venv + install; unchanged: nothing more
+    lock.write_text("apache-airflow==3.3.2\nsqlalchemy==2.0.49\n")
+    local.ensure_venv(venv, lock=lock)
+    assert calls[-1] == install  # a new lock reinstalls
+    assert len(calls) == 3

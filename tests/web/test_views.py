@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 import pytest
+import time_machine
 from django.test import Client
 from django.urls import reverse
 
@@ -36,22 +40,55 @@ def test_create_page_explains_the_default_schedule(logged_in):
     body = response.content.decode()
     assert "At 02:00, every day" in body
     assert 'hx-get="/pipelines/new/schedule"' in body
-    assert "htmx" in body
+    # htmx is vendored (django-htmx's copy), not fetched from a CDN.
+    assert body.count('<script src="/static/django_htmx/htmx-2.min.js"') == 1
 
 
-def test_schedule_explain_fragment(logged_in):
+def fire_rows(html: str) -> list[str]:
+    """The fire-time rows of the schedule explanation, as "local | UTC"."""
+    return [
+        " | ".join(re.findall(r"<td>(.*?)</td>", row))
+        for row in re.findall(r"<tr><td>.*?</tr>", html)
+    ]
+
+
+def test_schedule_explain_fragment(logged_in, alice):
     url = reverse("pipelines:schedule-explain")
-    body = logged_in.get(url, {"schedule": "30 2 * * *", "timezone": "America/New_York"}).content
-    text = body.decode()
+    query = {"schedule": "30 2 * * *", "timezone": "America/New_York"}
+    with time_machine.travel(datetime(2026, 12, 1, 12, tzinfo=UTC), tick=False):
+        logged_in.force_login(alice)  # a session of the frozen day
+        text = logged_in.get(url, query).content.decode()
+        bad = logged_in.get(url, {"schedule": "0 0 30 2 *", "timezone": "UTC"}).content.decode()
+        tz = logged_in.get(url, {"schedule": "0 2 * * *", "timezone": "<script>"}).content.decode()
     assert "At 02:30, every day" in text
-    assert text.count("<tr>") == 6  # header + five fire times
-    assert "02:30 EST" in text  # local wall-clock time…
-    assert "07:30</td>" in text  # …and the same moment in UTC
-    bad = logged_in.get(url, {"schedule": "0 0 30 2 *", "timezone": "UTC"}).content.decode()
+    # The local wall-clock time and the same moment in UTC, from the frozen clock.
+    assert fire_rows(text) == [
+        "Wed 2026-12-02 02:30 EST | Wed 2026-12-02 07:30",
+        "Thu 2026-12-03 02:30 EST | Thu 2026-12-03 07:30",
+        "Fri 2026-12-04 02:30 EST | Fri 2026-12-04 07:30",
+        "Sat 2026-12-05 02:30 EST | Sat 2026-12-05 07:30",
+        "Sun 2026-12-06 02:30 EST | Sun 2026-12-06 07:30",
+    ]
     assert "never fires" in bad
-    tz = logged_in.get(url, {"schedule": "0 2 * * *", "timezone": "<script>"}).content.decode()
     assert "&lt;script&gt;" in tz
     assert "<script>" not in tz
+
+
+def test_schedule_explain_fragment_across_spring_forward(logged_in, alice):
+    """The week New York moves its clocks forward (2027-03-14): 02:30 does not exist that day,
+    Airflow fires at 03:30 EDT; from then on 02:30 EDT is 06:30 UTC."""
+    url = reverse("pipelines:schedule-explain")
+    query = {"schedule": "30 2 * * *", "timezone": "America/New_York"}
+    with time_machine.travel(datetime(2027, 3, 12, 12, tzinfo=UTC), tick=False):
+        logged_in.force_login(alice)  # a session of the frozen day
+        text = logged_in.get(url, query).content.decode()
+    assert fire_rows(text) == [
+        "Sat 2027-03-13 02:30 EST | Sat 2027-03-13 07:30",
+        "Sun 2027-03-14 03:30 EDT | Sun 2027-03-14 07:30",
+        "Mon 2027-03-15 02:30 EDT | Mon 2027-03-15 06:30",
+        "Tue 2027-03-16 02:30 EDT | Tue 2027-03-16 06:30",
+        "Wed 2027-03-17 02:30 EDT | Wed 2027-03-17 06:30",
+    ]
 
 
 def test_source_columns_fragment_suggests_columns(logged_in):
