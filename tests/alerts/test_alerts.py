@@ -14,7 +14,7 @@ import pytest
 import requests
 import responses
 import time_machine
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from pipelines.alerts import services as alerts
@@ -27,6 +27,7 @@ from pipelines.models import Alert, AlertDelivery, Environment, PipelineHealth, 
 from pipelines.monitoring import monitor, sync
 from tests.conftest import pipeline_payload
 from tests.fakes import FakeSyncAirflow, scheduled, utc
+from tests.threads import at_once
 
 ONCALL_WEBHOOK = "https://hooks.example.com/services/T0/B0/oncall-secret"
 
@@ -409,21 +410,11 @@ def test_two_evaluations_at_once_open_one_alert(pipeline, airflow, monkeypatch, 
 
     monkeypatch.setattr(alerts.monitor, "deployed_pipelines", deployed_then_wait)
     monkeypatch.setattr(tasks.alert_deliver, "delay", lambda *args: None)  # no broker here
-    results, errors = [], []
 
-    def run() -> None:
-        try:
-            results.append(alerts.alerts_evaluate(environment=dev, now=utc(2026, 11, 10, 3, 1)))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def run():
+        return alerts.alerts_evaluate(environment=dev, now=utc(2026, 11, 10, 3, 1))
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = at_once(run, run)
     assert errors == []
     assert sorted(r.opened for r in results) == [0, 1]
     assert Alert.objects.filter(state="open").count() == 1

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection
 from django.urls import reverse
 
 from pipelines.backfills import services as backfills
@@ -20,6 +19,7 @@ from pipelines.releases import services as releases
 from pipelines.releases.services import ReleaseError
 from tests.backfills.conftest import day, scheduled_run
 from tests.backfills.test_backfills import submit
+from tests.threads import at_once
 
 State = Backfill.State
 
@@ -216,35 +216,25 @@ def test_two_identical_submits_at_once_make_one_backfill(deployed, alice, tasks_
         reprocess="missing",
         max_active_runs=1,
     )
-    barrier, made, errors = threading.Barrier(2), [], []
+    barrier = threading.Barrier(2)
 
-    def click() -> None:
-        try:
-            barrier.wait()
-            made.append(
-                backfills.backfill_request(
-                    pipeline=shown.pipeline,
-                    environment=shown.environment,
-                    first=shown.first,
-                    last=shown.last,
-                    reprocess="missing",
-                    max_active_runs=1,
-                    reason="double click",
-                    fingerprint=shown.fingerprint,
-                    by=alice,
-                )
-            )
-        except backfills.BackfillError as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+    def click():
+        barrier.wait()
+        return backfills.backfill_request(
+            pipeline=shown.pipeline,
+            environment=shown.environment,
+            first=shown.first,
+            last=shown.last,
+            reprocess="missing",
+            max_active_runs=1,
+            reason="double click",
+            fingerprint=shown.fingerprint,
+            by=alice,
+        )
 
-    threads = [threading.Thread(target=click) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    made, errors = at_once(click, click)
     assert len(made) == 1
+    assert all(isinstance(e, backfills.BackfillError) for e in errors)
     assert [e.status for e in errors] == [409]
     assert Backfill.objects.count() == 1
 

@@ -18,6 +18,7 @@ from pipelines.releases import services as releases
 from pipelines.releases.services import ReleaseError
 from tests.conftest import make_user
 from tests.releases.conftest import edit, make_ready, mark_deployed
+from tests.threads import at_once
 
 State = Promotion.State
 
@@ -307,22 +308,12 @@ def test_two_identical_promotion_requests_at_once_make_one_and_a_409(
         return real(items)
 
     monkeypatch.setattr(releases.readiness, "blocking_failures", held)
-    done, errors = [], []
 
-    def ask() -> None:
-        try:
-            done.append(file(ready, envs["stage"], alice))
-        except ReleaseError as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+    def ask():
+        return file(ready, envs["stage"], alice)
 
-    threads = [threading.Thread(target=ask) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    done, errors = at_once(ask, ask)
     assert len(done) == 1
-    assert [e.status for e in errors] == [409]
+    assert [(type(e), e.status) for e in errors] == [(ReleaseError, 409)]
     assert "is already pending" in errors[0].message
     assert Promotion.objects.count() == 1

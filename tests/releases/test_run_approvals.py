@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection
 from django.utils import timezone
 
 from pipelines.backfills import services as backfills
@@ -21,6 +20,7 @@ from pipelines.releases.services import ReleaseError
 from pipelines.runs import services as runs
 from tests.conftest import make_user
 from tests.releases.conftest import mark_deployed
+from tests.threads import at_once
 
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 DAY9 = datetime(2026, 11, 9)  # noqa: DTZ001 (partitions are wall-clock, naive)
@@ -295,25 +295,15 @@ def test_two_approvers_at_once_release_the_run_once(
     run, _ = ask(pipeline, envs["prod"], alice)
     dana = make_user("dana", pipeline.team, role="approver")
     barrier = threading.Barrier(2)
-    outcomes: list[str] = []
 
     def decide(user):
-        try:
-            barrier.wait(timeout=10)
-            with time_machine.travel(NOW, tick=False):
-                run_approvals.run_approve(run_id=run.id, by=user)
-            outcomes.append("approved")
-        except ReleaseError as exc:
-            outcomes.append(str(exc.status))
-        finally:
-            connection.close()
+        barrier.wait(timeout=10)
+        with time_machine.travel(NOW, tick=False):
+            return run_approvals.run_approve(run_id=run.id, by=user)
 
-    threads = [threading.Thread(target=decide, args=(u,)) for u in (bob, dana)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["409", "approved"]
+    approved, errors = at_once(lambda: decide(bob), lambda: decide(dana))
+    assert len(approved) == 1
+    assert [(type(e), e.status) for e in errors] == [(ReleaseError, 409)]
     assert AuditEvent.objects.filter(action="run_approved").count() == 1
     assert sent_runs(tasks_unsent) == [run.id]
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +21,7 @@ from pipelines.models import Deployment, RunRequest
 from pipelines.runs import services as runs
 from pipelines.runs import tasks
 from tests.conftest import pipeline_payload
+from tests.threads import at_once
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)  # 2026-11-24 01:00 in Auckland
 RUNS = "/api/v1/pipelines/orders-daily/runs"
@@ -223,29 +224,18 @@ def test_one_active_request_per_partition_is_enforced_by_the_database(
 @pytest.mark.django_db(transaction=True)
 def test_two_requests_at_once_make_one_run(alice, orders, environments, fake_airflow, tasks_unsent):
     pipeline = deployed_pipeline(alice, environments)
-    barrier, results, errors = threading.Barrier(2), [], []
+    barrier = threading.Barrier(2)
 
-    def click() -> None:
-        try:
-            barrier.wait()
-            results.append(
-                runs.run_request(
-                    pipeline=pipeline,
-                    environment=environments["dev"],
-                    partition=naive(2026, 11, 20),
-                    by=alice,
-                )
-            )
-        except Exception as exc:  # reported below, in the test's thread
-            errors.append(exc)
-        finally:
-            connection.close()
+    def click():
+        barrier.wait()
+        return runs.run_request(
+            pipeline=pipeline,
+            environment=environments["dev"],
+            partition=naive(2026, 11, 20),
+            by=alice,
+        )
 
-    threads = [threading.Thread(target=click) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = at_once(click, click)
     assert not errors
     assert sorted(created for _, created in results) == [False, True]
     assert len({run.id for run, _ in results}) == 1
