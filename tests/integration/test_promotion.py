@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -46,6 +45,7 @@ from pipelines.models import (
     Pipeline,
     PipelineVersion,
     RunRecord,
+    RunRequest,
     Team,
 )
 from pipelines.monitoring import sync
@@ -224,8 +224,11 @@ def run_in(
     run_id = response.json()["id"]
     if approver_key:
         assert response.json()["state"] == "awaiting_approval", response.json()
-        time.sleep(2)  # long enough for a wrongly sent trigger to reach Airflow
-        with pytest.raises(AirflowNotFound):  # nothing reached Airflow
+        # Nothing can reach Airflow: a request awaiting approval is not claimable by the
+        # outbox (RunRequest.OUTBOX_CLAIMABLE), whatever a worker is sent.
+        assert RunRequest.State.AWAITING_APPROVAL not in RunRequest.OUTBOX_CLAIMABLE
+        assert RunRequest.objects.get(id=run_id).attempts == 0
+        with pytest.raises(AirflowNotFound):
             AirflowClient.for_environment(environment).get_run(
                 response.json()["dag_id"], response.json()["dag_run_id"]
             )
