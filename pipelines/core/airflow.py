@@ -12,7 +12,6 @@ on a 401.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
@@ -20,7 +19,7 @@ import posixpath
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -234,6 +233,29 @@ def airflow_address(url: str) -> AirflowAddress:
     return AirflowAddress(scheme=scheme, hosts=frozenset(hosts), port=port, path=path)
 
 
+# An IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", is 29 characters.
+IMF_FIXDATE_LENGTH = 29
+
+
+def server_date(value: str) -> datetime | None:
+    """The time a Date header says, time-zone aware, or None if it says none.
+
+    A proxy that adds its own Date beside Airflow's makes requests join the two with ", ",
+    which the parser reads as one naive time: the first is taken. A date without a zone
+    ("-0000") is UTC, as every HTTP date is.
+    Reference: https://www.rfc-editor.org/rfc/rfc9110#field.date
+    """
+    first = value[:IMF_FIXDATE_LENGTH]
+    joined = len(value) > IMF_FIXDATE_LENGTH and first.endswith(" GMT")
+    for text in (first, value) if joined else (value,):
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            continue
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return None
+
+
 def _unreachable_reason(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.Timeout):
         return "it did not answer in time"
@@ -347,9 +369,7 @@ class AirflowClient:
         return response
 
     def _read_clock(self, response: requests.Response) -> None:
-        # Reference: https://www.rfc-editor.org/rfc/rfc9110#field.date (every answer has one)
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            self.server_time = parsedate_to_datetime(response.headers["Date"])
+        self.server_time = server_date(response.headers.get("Date", "")) or self.server_time
 
     def _authenticate(self) -> str:
         response = self._send(

@@ -17,6 +17,7 @@ from pipelines.core.airflow import (
     AirflowError,
     AirflowNotFound,
     AirflowUnavailable,
+    server_date,
 )
 
 BASE = "http://airflow.test:8080"
@@ -265,3 +266,24 @@ def test_unreadable_credentials_are_a_sentence_naming_the_variable(db, monkeypat
     )
     monkeypatch.setenv("PORTAL_AIRFLOW_IT_PASSWORD", "s3cret")
     assert AirflowClient.for_environment(env).password == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Sat, 05 Dec 2026 20:29:04 GMT", datetime(2026, 12, 5, 20, 29, 4, tzinfo=UTC)),
+        # A proxy's Date beside Airflow's: requests joins them; the first is Airflow's clock.
+        (
+            "Sat, 05 Dec 2026 20:29:04 GMT, Sat, 05 Dec 2026 20:29:09 GMT",
+            datetime(2026, 12, 5, 20, 29, 4, tzinfo=UTC),
+        ),
+        ("Sat, 05 Dec 2026 20:29:04 -0000", datetime(2026, 12, 5, 20, 29, 4, tzinfo=UTC)),
+        ("Sat, 05 Dec 2026 21:29:04 +0100", datetime(2026, 12, 5, 20, 29, 4, tzinfo=UTC)),
+        ("", None),
+        ("not a date", None),
+    ],
+)
+def test_airflows_clock_is_read_aware_from_any_date_header(header, expected):
+    when = server_date(header)
+    assert when == expected
+    assert when is None or when.tzinfo is not None  # a naive time would fail the row's save

@@ -55,7 +55,7 @@ ENDED = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture
-def proxy(airflow, worker) -> Any:
+def proxy(airflow, worker, team) -> Any:
     """The dev environment, its Airflow URL pointing at a proxy in front of the test Airflow."""
     with faulty_proxy(airflow.url) as proxy:
         dev_environment("sqlite", proxy.url)
