@@ -20,6 +20,16 @@ class CreateError(Exception):
         self.field, self.message = field, message
 
 
+def pipeline_lock(*, pipeline_id: int) -> None:
+    """Hold the pipeline's row until the caller's transaction ends.
+
+    The one lock that serialises what must not interleave on a pipeline: a run-now and a
+    backfill of the same partition, their approvals, and rollbacks (each checks, then writes).
+    A no-op on SQLite, which serialises writers anyway.
+    """
+    Pipeline.objects.select_for_update().filter(pk=pipeline_id).first()
+
+
 def name_taken_message(name: str) -> str:
     return f"A pipeline named “{name}” already exists."
 

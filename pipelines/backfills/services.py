@@ -31,6 +31,7 @@ from django.db.models import Case, DateTimeField, Value, When
 from django.utils import timezone
 
 from pipelines.alerts.services import notice_send
+from pipelines.authoring import services as authoring
 from pipelines.authoring.models import Pipeline
 from pipelines.authoring.spec import PipelineSpec
 from pipelines.backfills import selectors
@@ -475,7 +476,7 @@ def backfill_request(
         with transaction.atomic():
             # One request per pipeline at a time: the preview below and the insert see the
             # same facts (runs synced meanwhile change the set only through the fingerprint).
-            Pipeline.objects.select_for_update().filter(pk=pipeline.pk).first()
+            authoring.pipeline_lock(pipeline_id=pipeline.pk)
             preview = backfill_preview(
                 pipeline=pipeline,
                 environment=environment,
@@ -565,7 +566,7 @@ def backfill_release(backfill: Backfill, *, now: datetime | None = None) -> None
     now = now or timezone.now()
     pipeline, environment = backfill.pipeline, backfill.environment
     # The lock of backfill_request and run-now: a run of one of its partitions cannot slip in.
-    Pipeline.objects.select_for_update().filter(pk=pipeline.pk).first()
+    authoring.pipeline_lock(pipeline_id=pipeline.pk)
     deployment = Deployment.objects.running(pipeline, environment)
     if deployment is None or deployment.dag_id != backfill.dag_id:
         raise BackfillError(

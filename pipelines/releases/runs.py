@@ -29,6 +29,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from pipelines.alerts.services import notice_send
+from pipelines.authoring import services as authoring
 from pipelines.authoring.models import Pipeline
 from pipelines.backfills.models import Backfill
 from pipelines.core import schedule
@@ -220,7 +221,7 @@ def run_now(
     Raise runs.RunError when it cannot be requested (not deployed, a backfill covers it).
     """
     # The same lock as backfill_request: one of a run and a backfill of a partition wins.
-    Pipeline.objects.select_for_update().filter(id=pipeline.id).first()
+    authoring.pipeline_lock(pipeline_id=pipeline.id)
     case = run_case(
         pipeline=pipeline,
         environment=environment,
@@ -319,7 +320,7 @@ def run_staleness(run: RunRequest) -> str | None:
 def run_approve(*, run_id: int, by: object, comment: str = "") -> RunRequest:
     """Approve: the run goes to Airflow on commit, unless the request went stale (409)."""
     run = _decidable_run(run_id, by)
-    Pipeline.objects.select_for_update().filter(id=run.pipeline_id).first()
+    authoring.pipeline_lock(pipeline_id=run.pipeline_id)
     stale = run_staleness(run)
     if stale:
         raise _conflict(f"This run request is stale: {stale}")

@@ -25,6 +25,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from pipelines.alerts.services import notice_send
+from pipelines.authoring import services as authoring
 from pipelines.authoring.models import Pipeline, PipelineVersion
 from pipelines.backfills import services as backfills
 from pipelines.backfills.models import Backfill
@@ -455,7 +456,7 @@ def rollback(
 ) -> Deployment:
     """Return `environment` to `version`; raise ReleaseError when it needs a promotion."""
     _refuse_unless_member(by, pipeline)
-    Pipeline.objects.select_for_update().filter(pk=pipeline.pk).first()  # one at a time
+    authoring.pipeline_lock(pipeline_id=pipeline.pk)  # one at a time
     current = current_deployment(pipeline, environment)
     if current is not None and current.version_id == version.id:
         raise ReleaseError(
